@@ -1,0 +1,90 @@
+"""REST views of accounts: registration, the current user, and the user directory."""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from messaging.errors import Forbidden
+
+USER_SEARCH_LIMIT = 50
+
+
+class RegisterInput(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+    def validate_username(self, value):
+        field = get_user_model()._meta.get_field("username")
+        for validator in field.validators:
+            try:
+                validator(value)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(list(exc.messages)) from None
+        if get_user_model().objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("This username is taken.")
+        return value
+
+    def validate(self, attrs):
+        candidate = get_user_model()(username=attrs["username"])
+        try:
+            password_validation.validate_password(attrs["password"], candidate)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        return attrs
+
+
+class UserOutput(serializers.Serializer):
+    id = serializers.CharField()
+    username = serializers.CharField()
+
+
+def user_data(user) -> dict:
+    return {"id": str(user.pk), "username": user.username}
+
+
+class RegisterView(APIView):
+    """Open registration (REGISTRATION_OPEN); answers the new user."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    @extend_schema(request=RegisterInput, responses={201: UserOutput})
+    def post(self, request):
+        if not settings.REGISTRATION_OPEN:
+            raise Forbidden("Registration is closed.")
+        serializer = RegisterInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = get_user_model().objects.create_user(
+            username=serializer.validated_data["username"],
+            password=serializer.validated_data["password"],
+        )
+        return Response(user_data(user), status=status.HTTP_201_CREATED)
+
+
+class MeView(APIView):
+    """The authenticated user."""
+
+    @extend_schema(responses=UserOutput)
+    def get(self, request):
+        return Response(user_data(request.user))
+
+
+class UserListView(APIView):
+    """Active users to start a chat with, optionally filtered by a username search."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("search", str, description="Part of a username.")],
+        responses=UserOutput(many=True),
+    )
+    def get(self, request):
+        users = get_user_model().objects.filter(is_active=True).exclude(pk=request.user.pk)
+        search = request.query_params.get("search", "").strip()
+        if search:
+            users = users.filter(username__icontains=search[:150])
+        users = users.order_by("username")[:USER_SEARCH_LIMIT]
+        return Response([user_data(user) for user in users])

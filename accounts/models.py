@@ -1,0 +1,14 @@
+"""The user model: Django's, owned by the project so it can grow without a migration dance."""
+
+from django.contrib.auth.models import AbstractUser
+
+
+class User(AbstractUser):
+    """A Biogram user."""
+
+    class Meta(AbstractUser.Meta):
+        swappable = "AUTH_USER_MODEL"
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.username

@@ -1,0 +1,14 @@
+"""URLs of accounts: registration, JWT, the current user, the user directory."""
+
+from django.urls import path
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from accounts import api
+
+urlpatterns = [
+    path("auth/register/", api.RegisterView.as_view(), name="register"),
+    path("auth/token/", TokenObtainPairView.as_view(), name="token"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("me/", api.MeView.as_view(), name="me"),
+    path("users/", api.UserListView.as_view(), name="users"),
+]

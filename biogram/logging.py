@@ -1,0 +1,48 @@
+"""Log filters and formatters: token redaction and JSON lines."""
+
+import logging
+import re
+
+import orjson
+
+TOKEN_IN_TEXT = re.compile(r"((?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+REDACTED = r"\1[redacted]"
+
+# Attributes every LogRecord has; the rest are `extra=` context worth printing.
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+def redact(text: str) -> str:
+    return TOKEN_IN_TEXT.sub(REDACTED, text)
+
+
+class RedactTokens(logging.Filter):
+    """Rewrites a record so that no `token=` value of a query string reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message.lower():
+            record.msg = redact(message)
+            record.args = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, with the record's `extra=` context as fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(entry, default=str).decode()

@@ -1,0 +1,20 @@
+"""Root URLs: the web page, the REST API, its schema, the admin and the operations endpoints."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from biogram import ops
+from messaging import views as pages
+
+urlpatterns = [
+    path("", pages.index, name="index"),
+    path("admin/", admin.site.urls),
+    path("api/", include("accounts.urls")),
+    path("api/", include("messaging.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
+]

@@ -1,0 +1,151 @@
+"""REST views of messaging: each parses its input, calls one service or selector, and answers."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from messaging import protocol, ratelimit, selectors, services
+from messaging.api.serializers import (
+    ChatCreateInput,
+    ChatOutput,
+    HistoryOutput,
+    HistoryQuery,
+    MemberAddInput,
+    MessageOutput,
+    MessageSendInput,
+    ReadInput,
+    ReadOutput,
+    chat_data,
+)
+from messaging.errors import RateLimited
+
+
+def _validated(serializer_class, data):
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _chat_answers(user, chats) -> list[dict]:
+    last = selectors.last_messages(chats)
+    return [
+        chat_data(
+            chat,
+            last_message=last.get(chat.pk),
+            unread_count=chat.unread_count,
+            read_seq=chat.read_seq,
+        )
+        for chat in chats
+    ]
+
+
+def _chat_answer(user, chat_id) -> dict:
+    chat = selectors.chats_for_list(user).get(pk=chat_id)
+    return _chat_answers(user, [chat])[0]
+
+
+class ChatListView(APIView):
+    """The caller's chats, and new ones."""
+
+    @extend_schema(responses=ChatOutput(many=True))
+    def get(self, request):
+        chats = list(selectors.chats_for_list(request.user))
+        return Response(_chat_answers(request.user, chats))
+
+    @extend_schema(request=ChatCreateInput, responses={201: ChatOutput, 200: ChatOutput})
+    def post(self, request):
+        data = _validated(ChatCreateInput, request.data)
+        chat, created = services.create_chat(
+            creator=request.user, member_ids=data["memberIds"], title=data["title"]
+        )
+        return Response(
+            _chat_answer(request.user, chat.pk),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ChatDetailView(APIView):
+    """One chat of the caller's."""
+
+    @extend_schema(responses=ChatOutput)
+    def get(self, request, chat_id):
+        chat = services.access_chat(user=request.user, chat_id=chat_id)
+        return Response(_chat_answer(request.user, chat.pk))
+
+
+class MemberListView(APIView):
+    """Add a member to a group chat."""
+
+    @extend_schema(request=MemberAddInput, responses={201: ChatOutput, 200: ChatOutput})
+    def post(self, request, chat_id):
+        data = _validated(MemberAddInput, request.data)
+        chat, created = services.add_member(actor=request.user, chat_id=chat_id, user_id=data["userId"])
+        return Response(
+            _chat_answer(request.user, chat.pk),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class MemberDetailView(APIView):
+    """Leave a chat, or remove a member as its owner."""
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, chat_id, user_id):
+        services.remove_member(actor=request.user, chat_id=chat_id, user_id=user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListView(APIView):
+    """A chat's history, and sending to it."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", str, description="Only messages with a greater seq."),
+            OpenApiParameter("before", str, description="Only messages with a smaller seq."),
+            OpenApiParameter("limit", int, description="Page size, default 50, at most 200."),
+        ],
+        responses=HistoryOutput,
+    )
+    def get(self, request, chat_id):
+        query = _validated(HistoryQuery, request.query_params)
+        chat = services.access_chat(user=request.user, chat_id=chat_id)
+        page = selectors.history(
+            chat=chat,
+            after=query.get("after"),
+            before=query.get("before"),
+            limit=min(query["limit"], selectors.HISTORY_MAX_LIMIT),
+        )
+        return Response(
+            {"results": [protocol.message_data(m) for m in page.messages], "hasMore": page.has_more}
+        )
+
+    @extend_schema(request=MessageSendInput, responses={201: MessageOutput, 200: MessageOutput})
+    def post(self, request, chat_id):
+        data = _validated(MessageSendInput, request.data)
+        wait = ratelimit.take_message_token(request.user.pk)
+        if wait:
+            raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
+        message, created = services.send_message(
+            sender=request.user,
+            chat_id=chat_id,
+            text=data["text"],
+            client_message_id=data.get("clientMessageId"),
+        )
+        return Response(
+            protocol.message_data(message),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ReadView(APIView):
+    """Move the caller's read position forward."""
+
+    @extend_schema(request=ReadInput, responses=ReadOutput)
+    def post(self, request, chat_id):
+        data = _validated(ReadInput, request.data or {})
+        receipt, _ = services.mark_read(
+            user=request.user, chat_id=chat_id, message_id=data.get("messageId")
+        )
+        return Response(protocol.read_position_data(receipt))
+

@@ -1,0 +1,354 @@
+"""ChatConsumer: one WebSocket connection speaking docs/protocol.md; the work is done by services."""
+
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from datetime import UTC, datetime
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
+
+from accounts.auth import InvalidToken, authenticate_token, query_param
+from messaging import events, metrics, presence, protocol, ratelimit, selectors, services
+from messaging.errors import (
+    BadRequest,
+    Forbidden,
+    MessagingError,
+    NotMember,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_INTERNAL = 1011
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN = 4003
+CLOSE_FLOODING = 4008
+
+# The open connections of this process, for a graceful shutdown.
+live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """Authenticates, joins the user's chats, and turns frames into service calls and back."""
+
+    async def connect(self):
+        self.user = self.scope.get("user")
+        self.user_key = None
+        self.connection_id = uuid.uuid4().hex
+        self.chat_ids: set[str] = set()
+        self.joined: set[str] = set()
+        self.typing: dict[str, _TypingState] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.expiry = None
+        self.token_expires_at = self.scope.get("token_expires_at")
+        self.strikes = 0
+        self.online = False
+        self.closing = False
+        await self.accept()
+        metrics.CONNECTS.inc()
+        metrics.OPEN_SOCKETS.inc()
+
+        if self.scope.get("auth_error") or not getattr(self.user, "is_authenticated", False):
+            await self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
+            return
+        self.user_key = str(self.user.pk)
+        claimed = query_param(self.scope, "userId")
+        if claimed is not None and claimed != self.user_key:
+            await self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
+            return
+        try:
+            chat_ids, co_members = await database_sync_to_async(self._load_state)()
+            await self.join(events.user_group(self.user_key))
+            for chat_id in chat_ids:
+                await self.join(events.chat_group(chat_id))
+                self.chat_ids.add(str(chat_id))
+        except Exception:
+            logger.exception("connect failed for user %s", self.user_key)
+            await self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
+            return
+        first = presence.connected(self.user_key)
+        self.online = True
+        live_consumers.add(self)
+        await self.send_frame(
+            protocol.connect_frame(
+                user_id=self.user_key,
+                connection_id=self.connection_id,
+                chats=sorted(self.chat_ids, key=int),
+                online=presence.online_among(co_members),
+                token_expires_at=self.token_expires_at,
+            )
+        )
+        if first:
+            self.announce_presence(co_members, online=True)
+        self.schedule_expiry()
+
+    def _load_state(self):
+        return selectors.chat_ids_of(self.user), selectors.co_member_ids(self.user)
+
+    async def disconnect(self, code):
+        self.closing = True
+        live_consumers.discard(self)
+        metrics.OPEN_SOCKETS.dec()
+        metrics.DISCONNECTS.labels(code=str(code)).inc()
+        if self.expiry is not None:
+            self.expiry.cancel()
+        for chat_id in list(self.typing):
+            self.stop_typing(chat_id, announce=True)
+        for group in list(self.joined):
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                logger.warning("leaving group %s failed", group, exc_info=True)
+        self.joined.clear()
+        if self.online and presence.disconnected(self.user_key):
+            try:
+                co_members = await database_sync_to_async(selectors.co_member_ids)(self.user)
+            except DatabaseError:
+                logger.warning("presence: co-members of %s unknown", self.user_key, exc_info=True)
+            else:
+                self.announce_presence(co_members, online=False)
+        self.online = False
+
+    # ------------------------------------------------------------ incoming frames
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.closing or self.user_key is None:
+            return
+        if text_data is None:
+            await self.send_error(BadRequest("Binary frames are not supported; send JSON text."), None)
+            return
+        if len(text_data) > settings.WS_MAX_FRAME_BYTES or (
+            len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES
+            and len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_FRAME_BYTES
+        ):
+            await self.close_with(CLOSE_TOO_BIG)
+            return
+        if self.token_expires_at is not None and self.token_expires_at <= datetime.now(UTC):
+            await self.expire()
+            return
+        try:
+            frame = protocol.parse_frame(text_data)
+        except protocol.FrameError as error:
+            metrics.FRAMES_IN.labels(type="invalid").inc()
+            await self.send_error(error, error.ref)
+            return
+        metrics.FRAMES_IN.labels(type=frame.type_name).inc()
+        handler = getattr(self, f"on_{frame.type_name}")
+        try:
+            await handler(frame)
+        except MessagingError as error:
+            await self.send_error(error, protocol.frame_ref(frame))
+        except DatabaseError:
+            logger.warning("database error on %s frame", frame.type_name, exc_info=True)
+            await self.send_error(Unavailable(), protocol.frame_ref(frame))
+        except Exception:
+            logger.exception("unexpected error on %s frame", frame.type_name)
+            await self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
+
+    async def on_message(self, frame: protocol.SendMessage):
+        if frame.sender_id is not None and frame.sender_id != self.user_key:
+            raise Forbidden("senderId is not the authenticated user.")
+        wait = ratelimit.take_message_token(self.user_key)
+        if wait:
+            metrics.RATE_LIMITED.inc()
+            self.strikes += 1
+            if self.strikes > settings.RATE_LIMIT_STRIKES:
+                await self.send_error(RateLimited("Flooding; closing."), protocol.frame_ref(frame))
+                await self.close_with(CLOSE_FLOODING)
+                return
+            raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
+        self.strikes = 0
+        message, created = await database_sync_to_async(services.send_message)(
+            sender=self.user,
+            chat_id=frame.chat_id,
+            text=frame.text,
+            client_message_id=frame.client_message_id,
+        )
+        if created:
+            metrics.MESSAGES_STORED.inc()
+        else:
+            # A retry: the stored copy is this connection's acknowledgement.
+            await self.send_frame(protocol.message_frame(message))
+
+    async def on_typing(self, frame: protocol.Typing):
+        if frame.sender_id is not None and frame.sender_id != self.user_key:
+            raise Forbidden("senderId is not the typist.")
+        chat_id = str(frame.chat_id)
+        if chat_id not in self.chat_ids:
+            raise NotMember()
+        if not frame.is_typing:
+            self.stop_typing(chat_id, announce=True, force=True)
+            return
+        now = time.monotonic()
+        state = self.typing.get(chat_id)
+        if state is None:
+            state = self.typing[chat_id] = _TypingState()
+        if now - state.forwarded_at >= settings.TYPING_COALESCE_MS / 1000:
+            state.forwarded_at = now
+            self.publish_typing(chat_id, True)
+        if state.timer is not None:
+            state.timer.cancel()
+        state.timer = asyncio.get_running_loop().call_later(
+            settings.TYPING_TIMEOUT_MS / 1000, self.stop_typing, chat_id, True
+        )
+
+    async def on_read(self, frame: protocol.Read):
+        if frame.user_id is not None and frame.user_id != self.user_key:
+            raise Forbidden("userId is not the reader.")
+        await database_sync_to_async(services.mark_read)(
+            user=self.user, chat_id=frame.chat_id, message_id=frame.message_id
+        )
+
+    async def on_sync(self, frame: protocol.Sync):
+        summary = {}
+        for chat_id, after in frame.chats.items():
+            if str(chat_id) not in self.chat_ids:
+                await self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
+                continue
+            page = await database_sync_to_async(selectors.missed_messages)(
+                chat_id=chat_id, after_seq=after, limit=settings.SYNC_MAX_PER_CHAT
+            )
+            for message in page.messages:
+                await self.send_frame(protocol.message_frame(message))
+            last = page.messages[-1].seq if page.messages else after
+            summary[chat_id] = (last, page.has_more)
+        await self.send_frame(protocol.sync_frame(summary))
+
+    async def on_auth(self, frame: protocol.Auth):
+        try:
+            identity = await database_sync_to_async(authenticate_token)(frame.token)
+        except InvalidToken:
+            raise Unauthorized("The token is invalid or expired; the old one stays in force.") from None
+        if str(identity.user.pk) != self.user_key:
+            raise Unauthorized("The token belongs to another user; the old one stays in force.")
+        self.token_expires_at = identity.expires_at
+        self.schedule_expiry()
+        await self.send_frame(protocol.auth_frame(token_expires_at=self.token_expires_at))
+
+    async def on_ping(self, frame: protocol.Ping):
+        await self.send_frame(protocol.pong_frame())
+
+    async def on_disconnect(self, frame: protocol.Disconnect):
+        await self.close_with(CLOSE_NORMAL)
+
+    # ------------------------------------------------------------ group events
+
+    async def chat_frame(self, event):
+        """A frame for a chat's members, encoded once by whoever sent it."""
+        chat_id = event["chat_id"]
+        if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
+            return
+        await self.send_text(event["text"])
+        if event.get("sender_id") == self.user_key and chat_id in self.typing:
+            self.stop_typing(chat_id, announce=True)
+
+    async def user_frame(self, event):
+        await self.send_text(event["text"])
+
+    async def user_chat(self, event):
+        """Joined or left a chat: start or stop receiving it at once."""
+        chat_id, group = event["chat_id"], events.chat_group(event["chat_id"])
+        if event["event"] == "added":
+            if chat_id in self.chat_ids:
+                return
+            await self.join(group)
+            self.chat_ids.add(chat_id)
+        else:
+            if chat_id not in self.chat_ids:
+                return
+            self.chat_ids.discard(chat_id)
+            self.stop_typing(chat_id, announce=True)
+            self.joined.discard(group)
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.send_frame(protocol.chat_frame(chat_id=chat_id, event=event["event"]))
+
+    async def user_banned(self, event):
+        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
+        await self.close_with(CLOSE_UNAUTHORIZED)
+
+    async def server_shutdown(self, event=None):
+        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="server_shutdown"))
+        await self.close_with(1001)
+
+    # ------------------------------------------------------------ helpers
+
+    async def join(self, group: str):
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined.add(group)
+
+    async def send_text(self, text: str):
+        if not self.closing:
+            await self.send(text_data=text)
+
+    async def send_frame(self, frame: dict):
+        await self.send_text(protocol.encode(frame))
+
+    async def send_error(self, error: MessagingError, ref):
+        metrics.ERRORS.labels(code=error.code).inc()
+        await self.send_frame(
+            protocol.error_frame(code=error.code, message=error.message, ref=ref, **error.extra)
+        )
+
+    async def refuse(self, error: MessagingError, code: int):
+        await self.send_error(error, None)
+        await self.close_with(code)
+
+    async def close_with(self, code: int):
+        if not self.closing:
+            self.closing = True
+            await self.close(code=code)
+
+    def spawn(self, coroutine):
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def schedule_expiry(self):
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.token_expires_at is None:
+            return
+        delay = max(0.0, (self.token_expires_at - datetime.now(UTC)).total_seconds())
+        self.expiry = asyncio.get_running_loop().call_later(delay, lambda: self.spawn(self.expire()))
+
+    async def expire(self):
+        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
+        await self.close_with(CLOSE_UNAUTHORIZED)
+
+    def publish_typing(self, chat_id: str, is_typing: bool):
+        frame = protocol.typing_frame(chat_id=chat_id, user_id=self.user_key, is_typing=is_typing)
+        event = events.chat_frame_event(chat_id, frame)
+        event["skip_user"] = self.user_key
+        self.spawn(self.channel_layer.group_send(events.chat_group(chat_id), event))
+
+    def stop_typing(self, chat_id: str, announce: bool, force: bool = False):
+        """End a typing state (timer, message sent, close); tell the others `isTyping: false`."""
+        state = self.typing.pop(chat_id, None)
+        if state is not None and state.timer is not None:
+            state.timer.cancel()
+        if announce and (state is not None or force) and chat_id in self.chat_ids:
+            self.publish_typing(chat_id, False)
+
+    def announce_presence(self, user_ids, *, online: bool):
+        event = events.user_frame_event(protocol.presence_frame(user_id=self.user_key, online=online))
+        for user_id in user_ids:
+            self.spawn(self.channel_layer.group_send(events.user_group(user_id), event))
+
+
+class _TypingState:
+    __slots__ = ("forwarded_at", "timer")
+
+    def __init__(self):
+        self.forwarded_at = float("-inf")
+        self.timer = None

@@ -1,0 +1,50 @@
+"""The one error family of messaging: each carries the protocol's error code."""
+
+
+class MessagingError(Exception):
+    """Base of every refusal a service makes; `code` is the protocol's error code."""
+
+    code = "bad_request"
+    status = 400
+    default_message = "Bad request."
+
+    def __init__(self, message: str | None = None, **extra):
+        self.message = message or self.default_message
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class BadRequest(MessagingError):
+    code, status, default_message = "bad_request", 400, "Bad request."
+
+
+class NotMember(MessagingError):
+    code, status, default_message = "not_member", 404, "Chat not found."
+
+
+class NotFound(MessagingError):
+    code, status, default_message = "not_found", 404, "Not found."
+
+
+class Forbidden(MessagingError):
+    code, status, default_message = "forbidden", 403, "Forbidden."
+
+
+class TooLarge(MessagingError):
+    code, status, default_message = "too_large", 400, "Text is too long."
+
+
+class RateLimited(MessagingError):
+    code, status, default_message = "rate_limited", 429, "Too many messages; slow down."
+
+
+class Unavailable(MessagingError):
+    code, status, default_message = (
+        "unavailable",
+        503,
+        "Service unavailable; the message was not stored. Retry with the same clientMessageId.",
+    )
+
+
+class Unauthorized(MessagingError):
+    code, status, default_message = "unauthorized", 401, "Authentication failed."

@@ -1,0 +1,24 @@
+"""Prometheus metrics of this process, served at /metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OPEN_SOCKETS = Gauge("biogram_open_sockets", "WebSocket connections open in this process.")
+CONNECTS = Counter("biogram_socket_connects_total", "Accepted WebSocket connections.")
+DISCONNECTS = Counter(
+    "biogram_socket_disconnects_total", "Closed WebSocket connections, by close code.", ["code"]
+)
+FRAMES_IN = Counter("biogram_frames_in_total", "Frames received from clients, by type.", ["type"])
+ERRORS = Counter("biogram_errors_total", "Error frames sent, by code.", ["code"])
+MESSAGES_STORED = Counter("biogram_messages_stored_total", "Messages stored.")
+LAYER_SEND_FAILURES = Counter(
+    "biogram_layer_send_failures_total", "Channel-layer sends that failed."
+)
+RATE_LIMITED = Counter("biogram_rate_limited_total", "Messages refused by the rate limit.")
+SLOW_CLIENT_DISCONNECTS = Counter(
+    "biogram_slow_client_disconnects_total", "Clients closed because their outbound queue overflowed."
+)
+FANOUT_SECONDS = Histogram(
+    "biogram_fanout_seconds",
+    "From a message's storage to its send on the last local connection.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,0 +1,108 @@
+"""Chats, their members, their messages and read positions, with the constraints that keep them whole."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ChatQuerySet(models.QuerySet):
+    def for_user(self, user):
+        """The chats `user` is a member of: any other chat does not exist for them."""
+        return self.filter(memberships__user=user)
+
+
+class Chat(models.Model):
+    title = models.CharField(max_length=200, blank=True)
+    is_direct = models.BooleanField(default=False)
+    # "lowid:highid" for a direct chat, so the database makes the pair unique.
+    direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # The seq of the newest message; send_message increments it under the row lock.
+    last_seq = models.BigIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ChatQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return self.title or f"Chat {self.pk}"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    muted = models.BooleanField(default=False)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chat", "user"], name="membership_unique_chat_user")
+        ]
+        ordering = ["joined_at", "id"]
+
+    def __str__(self):
+        return f"{self.user} in {self.chat}"
+
+
+class Message(models.Model):
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    text = models.TextField()
+    client_message_id = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            # Also the index that history and sync read by.
+            models.UniqueConstraint(fields=["chat", "seq"], name="message_unique_chat_seq"),
+            models.UniqueConstraint(
+                fields=["sender", "client_message_id"],
+                condition=Q(client_message_id__isnull=False),
+                name="message_unique_sender_client_id",
+            ),
+        ]
+        ordering = ["chat", "seq"]
+
+    def __str__(self):
+        return f"#{self.seq} in chat {self.chat_id}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class ReadReceipt(models.Model):
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="read_receipts")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_receipts"
+    )
+    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    seq = models.BigIntegerField(default=0)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chat", "user"], name="readreceipt_unique_chat_user")
+        ]
+
+    def __str__(self):
+        return f"{self.user} read {self.chat} up to #{self.seq}"

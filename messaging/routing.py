@@ -1,0 +1,10 @@
+"""WebSocket routes: /ws/chat/ and, for the original Node client's URL, /."""
+
+from django.urls import re_path
+
+from messaging.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    re_path(r"^ws/chat/?$", ChatConsumer.as_asgi()),
+    re_path(r"^$", ChatConsumer.as_asgi()),
+]
