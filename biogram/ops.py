@@ -56,4 +56,3 @@ def readyz(request):
 @require_GET
 def metrics(request):
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
-

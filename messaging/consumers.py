@@ -58,7 +58,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.OPEN_SOCKETS.inc()
 
         if self.scope.get("auth_error") or not getattr(self.user, "is_authenticated", False):
-            await self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
+            await self.refuse(
+                Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED
+            )
             return
         self.user_key = str(self.user.pk)
         claimed = query_param(self.scope, "userId")
@@ -73,7 +75,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.chat_ids.add(str(chat_id))
         except Exception:
             logger.exception("connect failed for user %s", self.user_key)
-            await self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
+            await self.refuse(
+                Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL
+            )
             return
         first = presence.connected(self.user_key)
         self.online = True
@@ -124,7 +128,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.closing or self.user_key is None:
             return
         if text_data is None:
-            await self.send_error(BadRequest("Binary frames are not supported; send JSON text."), None)
+            await self.send_error(
+                BadRequest("Binary frames are not supported; send JSON text."), None
+            )
             return
         if len(text_data) > settings.WS_MAX_FRAME_BYTES or (
             len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES
@@ -152,7 +158,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(Unavailable(), protocol.frame_ref(frame))
         except Exception:
             logger.exception("unexpected error on %s frame", frame.type_name)
-            await self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
+            await self.send_error(
+                Unavailable("Internal error; try again."), protocol.frame_ref(frame)
+            )
 
     async def on_message(self, frame: protocol.SendMessage):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
@@ -227,7 +235,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             identity = await database_sync_to_async(authenticate_token)(frame.token)
         except InvalidToken:
-            raise Unauthorized("The token is invalid or expired; the old one stays in force.") from None
+            raise Unauthorized(
+                "The token is invalid or expired; the old one stays in force."
+            ) from None
         if str(identity.user.pk) != self.user_key:
             raise Unauthorized("The token belongs to another user; the old one stays in force.")
         self.token_expires_at = identity.expires_at
@@ -276,7 +286,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close_with(CLOSE_UNAUTHORIZED)
 
     async def server_shutdown(self, event=None):
-        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="server_shutdown"))
+        await self.send_frame(
+            protocol.closing_frame(user_id=self.user_key, reason="server_shutdown")
+        )
         await self.close_with(1001)
 
     # ------------------------------------------------------------ helpers
@@ -320,7 +332,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.token_expires_at is None:
             return
         delay = max(0.0, (self.token_expires_at - datetime.now(UTC)).total_seconds())
-        self.expiry = asyncio.get_running_loop().call_later(delay, lambda: self.spawn(self.expire()))
+        self.expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: self.spawn(self.expire())
+        )
 
     async def expire(self):
         await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
@@ -341,7 +355,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.publish_typing(chat_id, False)
 
     def announce_presence(self, user_ids, *, online: bool):
-        event = events.user_frame_event(protocol.presence_frame(user_id=self.user_key, online=online))
+        event = events.user_frame_event(
+            protocol.presence_frame(user_id=self.user_key, online=online)
+        )
         for user_id in user_ids:
             self.spawn(self.channel_layer.group_send(events.user_group(user_id), event))
 

@@ -65,7 +65,9 @@ def broadcast_message(message) -> None:
 
 
 def broadcast_read(receipt) -> None:
-    publish(chat_group(receipt.chat_id), chat_frame_event(receipt.chat_id, protocol.read_frame(receipt)))
+    publish(
+        chat_group(receipt.chat_id), chat_frame_event(receipt.chat_id, protocol.read_frame(receipt))
+    )
 
 
 def broadcast_delete(message) -> None:

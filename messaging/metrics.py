@@ -15,7 +15,8 @@ LAYER_SEND_FAILURES = Counter(
 )
 RATE_LIMITED = Counter("biogram_rate_limited_total", "Messages refused by the rate limit.")
 SLOW_CLIENT_DISCONNECTS = Counter(
-    "biogram_slow_client_disconnects_total", "Clients closed because their outbound queue overflowed."
+    "biogram_slow_client_disconnects_total",
+    "Clients closed because their outbound queue overflowed.",
 )
 FANOUT_SECONDS = Histogram(
     "biogram_fanout_seconds",

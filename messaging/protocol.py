@@ -194,7 +194,9 @@ def _parse_read(data: dict) -> Read:
     message_id = data.get("messageId")
     return Read(
         chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
-        message_id=None if message_id is None else parse_id(message_id, "messageId", allow_unknown=True) or 0,
+        message_id=None
+        if message_id is None
+        else parse_id(message_id, "messageId", allow_unknown=True) or 0,
         user_id=_optional_id_string(data, "userId"),
     )
 
@@ -284,7 +286,12 @@ def message_frame(message) -> dict:
     data = message_data(message)
     return frame(
         "message",
-        {"chatId": data["chatId"], "senderId": data["senderId"], "text": data["text"], "message": data},
+        {
+            "chatId": data["chatId"],
+            "senderId": data["senderId"],
+            "text": data["text"],
+            "message": data,
+        },
     )
 
 
@@ -313,7 +320,11 @@ def read_position_data(receipt) -> dict:
 def read_frame(receipt) -> dict:
     return frame(
         "read",
-        {"chatId": str(receipt.chat_id), "userId": str(receipt.user_id), **read_position_data(receipt)},
+        {
+            "chatId": str(receipt.chat_id),
+            "userId": str(receipt.user_id),
+            **read_position_data(receipt),
+        },
     )
 
 

@@ -38,7 +38,9 @@ class Page:
 
 def missed_messages(*, chat_id, after_seq: int, limit: int) -> Page:
     """The messages after `after_seq` in seq order, at most `limit`, for `sync`."""
-    rows = list(Message.objects.filter(chat_id=chat_id, seq__gt=after_seq).order_by("seq")[: limit + 1])
+    rows = list(
+        Message.objects.filter(chat_id=chat_id, seq__gt=after_seq).order_by("seq")[: limit + 1]
+    )
     return Page(messages=rows[:limit], has_more=len(rows) > limit)
 
 

@@ -47,7 +47,9 @@ def access_chat(*, user, chat_id) -> Chat:
 
 
 def membership_of(*, user, chat_id) -> Membership:
-    membership = Membership.objects.filter(chat_id=chat_id, user=user).select_related("chat").first()
+    membership = (
+        Membership.objects.filter(chat_id=chat_id, user=user).select_related("chat").first()
+    )
     if membership is None:
         raise NotMember()
     return membership
@@ -136,7 +138,9 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> Non
     if chat.is_direct and not by_moderator:
         raise BadRequest("Nobody can leave a direct chat.")
     with transaction.atomic():
-        membership = Membership.objects.select_for_update().filter(chat=chat, user_id=user_id).first()
+        membership = (
+            Membership.objects.select_for_update().filter(chat=chat, user_id=user_id).first()
+        )
         if membership is None:
             raise NotFound("That user is not a member of this chat.")
         membership.delete()
@@ -170,7 +174,9 @@ def send_message(
     try:
         with _publish_order, transaction.atomic():
             now = timezone.now()
-            if not Chat.objects.filter(pk=chat_id).update(last_seq=F("last_seq") + 1, last_message_at=now):
+            if not Chat.objects.filter(pk=chat_id).update(
+                last_seq=F("last_seq") + 1, last_message_at=now
+            ):
                 raise NotMember()
             membership = Membership.objects.filter(chat_id=chat_id, user=sender).first()
             if membership is None:

@@ -80,7 +80,9 @@ class MemberListView(APIView):
     @extend_schema(request=MemberAddInput, responses={201: ChatOutput, 200: ChatOutput})
     def post(self, request, chat_id):
         data = _validated(MemberAddInput, request.data)
-        chat, created = services.add_member(actor=request.user, chat_id=chat_id, user_id=data["userId"])
+        chat, created = services.add_member(
+            actor=request.user, chat_id=chat_id, user_id=data["userId"]
+        )
         return Response(
             _chat_answer(request.user, chat.pk),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -148,4 +150,3 @@ class ReadView(APIView):
             user=request.user, chat_id=chat_id, message_id=data.get("messageId")
         )
         return Response(protocol.read_position_data(receipt))
-

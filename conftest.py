@@ -1,0 +1,283 @@
+"""Shared fixtures: users, chats, API clients, socket connections and a live server process."""
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from messaging import presence, ratelimit
+
+BASE_DIR = Path(__file__).resolve().parent
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """Close connections after each call, so no worker thread keeps the test database open."""
+    from django.db import connections
+
+    for alias in connections:
+        connections[alias].settings_dict["CONN_MAX_AGE"] = 0
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_user(username: str, **extra):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
+
+
+def token_for(user) -> str:
+    return str(AccessToken.for_user(user))
+
+
+@pytest.fixture
+def user(transactional_db):
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(transactional_db):
+    return make_user("bob")
+
+
+@pytest.fixture
+def third_user(transactional_db):
+    return make_user("carol")
+
+
+@pytest.fixture
+def outsider(transactional_db):
+    return make_user("mallory")
+
+
+@pytest.fixture
+def chat(user, other_user):
+    """The direct chat of `user` and `other_user`."""
+    from messaging import services
+
+    chat, _ = services.create_chat(creator=user, member_ids=[other_user.pk])
+    return chat
+
+
+@pytest.fixture
+def group_chat(user, other_user, third_user):
+    """A group chat owned by `user` with `other_user` and `third_user`."""
+    from messaging import services
+
+    chat, _ = services.create_chat(
+        creator=user, member_ids=[other_user.pk, third_user.pk], title="Team"
+    )
+    return chat
+
+
+@pytest.fixture
+def api_client():
+    """An API client; `api_client.as_user(u)` authenticates it with a Bearer token."""
+    client = APIClient()
+
+    def as_user(someone):
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(someone)}")
+        return client
+
+    client.as_user = as_user
+    return client
+
+
+# ---------------------------------------------------------------- in-process sockets
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Presence counts and rate-limit buckets live in the process: start each test clean."""
+    presence._connections.clear()
+    ratelimit.reset()
+    yield
+    presence._connections.clear()
+    ratelimit.reset()
+
+
+class Client:
+    """A WebsocketCommunicator with JSON helpers for tests."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.communicator = communicator
+        self.connect_frame = None
+
+    async def send(self, frame_type: str, **data):
+        await self.communicator.send_json_to({"type": frame_type, "data": data})
+
+    async def send_raw(self, text: str):
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self, timeout: float = 3):
+        return await self.communicator.receive_json_from(timeout=timeout)
+
+    async def receive_type(self, frame_type: str, timeout: float = 3):
+        """The next frame of `frame_type`, skipping others (presence, typing…)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"no {frame_type} frame within {timeout}s")
+            frame = await self.receive(timeout=left)
+            if frame["type"] == frame_type:
+                return frame
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def closed_with(self, timeout: float = 3):
+        """The close code, skipping frames sent before it."""
+        while True:
+            output = await self.communicator.receive_output(timeout=timeout)
+            if output["type"] == "websocket.close":
+                return output.get("code", 1000)
+
+    async def close(self):
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+async def connect():
+    """`await connect(user)` opens an authenticated socket and returns it after the `connect` frame."""
+    from biogram.asgi import application
+
+    clients = []
+
+    async def open_socket(someone=None, *, token=None, query=None, path="/ws/chat/", headers=None):
+        if query is None:
+            query = f"token={quote(token or token_for(someone))}"
+        communicator = WebsocketCommunicator(
+            application, f"{path}?{query}" if query else path, headers=headers or []
+        )
+        accepted, _ = await communicator.connect()
+        client = Client(communicator)
+        client.accepted = accepted
+        clients.append(client)
+        if accepted and someone is not None and token is None and "userId" not in query:
+            client.connect_frame = await client.receive()
+            assert client.connect_frame["type"] == "connect", client.connect_frame
+        return client
+
+    yield open_socket
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.communicator.disconnect()
+    layer = get_channel_layer()
+    if hasattr(layer, "flush"):
+        await layer.flush()
+
+
+db_call = database_sync_to_async
+
+
+# ---------------------------------------------------------------- live server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url_of(settings_dict) -> str:
+    """A DATABASE_URL naming the test database this process uses."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class LiveServer:
+    """A `manage.py serve` process on a free port, sharing the test database."""
+
+    def __init__(self, env_overrides=None):
+        from django.db import connection
+
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_of(connection.settings_dict),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **(env_overrides or {}),
+        }
+        self.log_path = Path(settings.VAR_DIR) / f"live-{self.port}.log"
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20):
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve"],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig=None):
+        if self.process and self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def live_server_process(transactional_db):
+    """A real server process (uvicorn via `manage.py serve`) for this test."""
+    server = LiveServer().start()
+    yield server
+    server.stop()
+    server.log_path.unlink(missing_ok=True)
