@@ -67,5 +67,11 @@ audit: install-dev
 	$(PY) -m pip install -q pip-audit
 	$(VENV)/bin/pip-audit -r requirements.txt
 
+## bench: benchmark the server against the Channels tutorial consumer (bench/README.md).
+## Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--config pg2 --output out.json".
+.PHONY: bench
+bench: install-dev
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache

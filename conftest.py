@@ -34,6 +34,16 @@ def django_db_modify_db_settings():
         connections[alias].settings_dict["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remove_sqlite_side_files():
+    """SQLite's WAL and shared-memory files outlive the test database it deletes."""
+    yield
+    name = str(settings.DATABASES["default"].get("TEST", {}).get("NAME") or "")
+    for suffix in ("-wal", "-shm", "-journal"):
+        if name:
+            Path(name + suffix).unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -101,6 +111,12 @@ def api_client():
 
 
 # ---------------------------------------------------------------- in-process sockets
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """The default hasher costs ~0.4 s a user; tests do not need it slow."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
@@ -178,7 +194,8 @@ async def connect():
 
     yield open_socket
     for client in clients:
-        with contextlib.suppress(Exception):
+        # A receive timeout cancels the app; its disconnect then raises CancelledError.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await client.communicator.disconnect()
     layer = get_channel_layer()
     if hasattr(layer, "flush"):

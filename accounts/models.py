@@ -9,6 +9,7 @@ class User(AbstractUser):
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
         ordering = ["id"]
+        permissions = [("ban_user", "Can ban a user (deactivate and close their sockets)")]
 
     def __str__(self):
         return self.username

@@ -19,6 +19,11 @@ def redact(text: str) -> str:
     return TOKEN_IN_TEXT.sub(REDACTED, text)
 
 
+def _redacted_str(value) -> str:
+    """What JSON cannot hold as it is (a request, say) goes out as its redacted str()."""
+    return redact(str(value))
+
+
 class RedactTokens(logging.Filter):
     """Rewrites a record so that no `token=` value of a query string reaches a log."""
 
@@ -27,6 +32,9 @@ class RedactTokens(logging.Filter):
         if "token=" in message.lower():
             record.msg = redact(message)
             record.args = None
+        if record.exc_info and not record.exc_text:
+            # Formatters print exc_text when set: a traceback may quote a URL too.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -42,7 +50,8 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
+                # Context is redacted too: django.request's `request` prints its full path.
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return orjson.dumps(entry, default=str).decode()
+        return orjson.dumps(entry, default=_redacted_str).decode()

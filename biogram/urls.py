@@ -18,3 +18,5 @@ urlpatterns = [
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
 ]
+
+handler404 = "messaging.api.errors.not_found"

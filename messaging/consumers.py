@@ -128,6 +128,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.closing or self.user_key is None:
             return
         if text_data is None:
+            if len(bytes_data or b"") > settings.WS_MAX_FRAME_BYTES:
+                await self.close_with(CLOSE_TOO_BIG)
+                return
             await self.send_error(
                 BadRequest("Binary frames are not supported; send JSON text."), None
             )
@@ -275,8 +278,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         else:
             if chat_id not in self.chat_ids:
                 return
-            self.chat_ids.discard(chat_id)
+            # Announce the end of typing while still a member, so the others hear it.
             self.stop_typing(chat_id, announce=True)
+            self.chat_ids.discard(chat_id)
             self.joined.discard(group)
             await self.channel_layer.group_discard(group, self.channel_name)
         await self.send_frame(protocol.chat_frame(chat_id=chat_id, event=event["event"]))

@@ -52,16 +52,17 @@ def user_frame_event(frame: dict) -> dict:
     return {"type": "user.frame", "text": protocol.encode(frame)}
 
 
-def broadcast_message(message) -> None:
-    publish(
-        chat_group(message.chat_id),
-        chat_frame_event(
-            message.chat_id,
-            protocol.message_frame(message),
-            sender_id=message.sender_id,
-            seq=message.seq,
-        ),
+def message_event(message) -> dict:
+    return chat_frame_event(
+        message.chat_id,
+        protocol.message_frame(message),
+        sender_id=message.sender_id,
+        seq=message.seq,
     )
+
+
+def broadcast_message(message) -> None:
+    publish(chat_group(message.chat_id), message_event(message))
 
 
 def broadcast_read(receipt) -> None:

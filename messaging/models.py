@@ -51,6 +51,7 @@ class Membership(models.Model):
             models.UniqueConstraint(fields=["chat", "user"], name="membership_unique_chat_user")
         ]
         ordering = ["joined_at", "id"]
+        permissions = [("moderate_membership", "Can mute, unmute and remove members")]
 
     def __str__(self):
         return f"{self.user} in {self.chat}"
@@ -81,6 +82,7 @@ class Message(models.Model):
             ),
         ]
         ordering = ["chat", "seq"]
+        permissions = [("moderate_message", "Can delete and restore messages")]
 
     def __str__(self):
         return f"#{self.seq} in chat {self.chat_id}"

@@ -245,11 +245,13 @@ def parse_frame(text: str) -> ClientFrame:
         raise FrameError(BadRequest("Frame needs a string 'type'."), None)
     data = frame.get("data")
     ref = frame_type[:64]
-    if isinstance(data, dict) and isinstance(data.get("clientMessageId"), str):
-        ref = data["clientMessageId"][:CLIENT_MESSAGE_ID_MAX]
     parser = _PARSERS.get(frame_type)
     if parser is None:
         raise FrameError(UnknownType(f"Unknown frame type '{ref}'."), ref)
+    # Only a `message` has a clientMessageId; elsewhere it is an unknown field, ignored.
+    client_message_id = data.get("clientMessageId") if isinstance(data, dict) else None
+    if frame_type == "message" and isinstance(client_message_id, str) and client_message_id:
+        ref = client_message_id[:CLIENT_MESSAGE_ID_MAX]
     if data is None and frame_type in _DATA_OPTIONAL:
         data = {}
     if not isinstance(data, dict):

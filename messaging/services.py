@@ -5,6 +5,7 @@ one transaction and announces the result to live connections after commit.
 """
 
 import threading
+from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
@@ -12,7 +13,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from messaging import events, protocol
-from messaging.errors import BadRequest, Forbidden, NotFound, NotMember, Unavailable
+from messaging.errors import (
+    BadRequest,
+    Forbidden,
+    MessagingError,
+    NotFound,
+    NotMember,
+    Unavailable,
+)
 from messaging.models import Chat, Membership, Message, ReadReceipt
 
 # Held from a message's seq allocation until its broadcast has been handed to the
@@ -97,6 +105,12 @@ def _direct_chat(creator, other) -> tuple[Chat, bool]:
     key = f"{low}:{high}"
     existing = Chat.objects.filter(direct_key=key).first()
     if existing is not None:
+        if Membership.objects.filter(chat=existing).count() < 2:
+            # A moderator removed one of the pair: asking again brings both back,
+            # so the answer is always a chat the caller is a member of.
+            with transaction.atomic():
+                _join(existing, creator)
+                _join(existing, other)
         return existing, False
     try:
         with transaction.atomic():
@@ -135,8 +149,9 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> Non
         chat = actor_membership.chat
         if str(user_id) != str(actor.pk) and actor_membership.role != Membership.Role.OWNER:
             raise Forbidden("Only the chat's owner can remove other members.")
-    if chat.is_direct and not by_moderator:
-        raise BadRequest("Nobody can leave a direct chat.")
+    if chat.is_direct and not by_moderator and str(user_id) != str(actor.pk):
+        # Either may leave; asking for the pair's chat again brings both back.
+        raise BadRequest("Nobody can be removed from a direct chat; they can leave it.")
     with transaction.atomic():
         membership = (
             Membership.objects.select_for_update().filter(chat=chat, user_id=user_id).first()
@@ -152,64 +167,131 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> Non
         events.on_commit(events.notify_membership, membership.user_id, chat.pk, "removed")
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to store: what `send_message` and the batching writer take."""
+
+    sender: object
+    chat_id: int | None
+    text: str
+    client_message_id: str | None = None
+
+
 @_unavailable_on_database_error
 def send_message(
     *, sender, chat_id, text, client_message_id: str | None = None
 ) -> tuple[Message, bool]:
     """Store a message under the chat's next seq, then broadcast it. Returns (message, created).
 
-    The seq is taken by incrementing `Chat.last_seq` in the transaction that
-    stores the message: the row lock makes concurrent senders queue, so seqs are
-    gap-free and in commit order. A repeated `client_message_id` returns the
-    stored message and creates nothing.
+    A repeated `client_message_id` returns the stored message and creates
+    nothing. The socket path stores through `messaging.writer` instead, which
+    batches many senders into one transaction with the same function.
     """
     text = protocol.parse_text(text)
     client_message_id = protocol.parse_client_message_id(client_message_id)
-    if chat_id is None:
-        raise NotMember()
-    if client_message_id is not None:
-        stored = _stored_retry(sender, chat_id, client_message_id)
-        if stored is not None:
-            return stored, False
-    try:
-        with _publish_order, transaction.atomic():
-            now = timezone.now()
-            if not Chat.objects.filter(pk=chat_id).update(
-                last_seq=F("last_seq") + 1, last_message_at=now
-            ):
-                raise NotMember()
-            membership = Membership.objects.filter(chat_id=chat_id, user=sender).first()
-            if membership is None:
-                raise NotMember()
-            if membership.muted:
-                raise Forbidden("You are muted in this chat.")
-            seq = Chat.objects.filter(pk=chat_id).values_list("last_seq", flat=True).get()
-            message = Message.objects.create(
-                chat_id=chat_id,
-                seq=seq,
-                sender=sender,
-                text=text,
-                client_message_id=client_message_id,
-                created_at=now,
+    with _publish_order:
+        (result,) = store_messages([Outgoing(sender, chat_id, text, client_message_id)])
+        if isinstance(result, MessagingError):
+            raise result
+        message, created = result
+        if created:
+            events.broadcast_message(message)
+    return message, created
+
+
+def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
+    """Store a batch of validated messages in one transaction ("group commit").
+
+    Returns, for each request in order, (message, created) or the
+    MessagingError that refuses it. Each chat's `last_seq` is incremented by
+    its number of new messages under the row lock (chats locked in id order, so
+    two writers cannot deadlock); the seqs are gap-free and in commit order. A
+    `client_message_id` already stored returns the stored message. Nothing is
+    broadcast here: the caller does it after this returns (after the commit).
+    """
+    results: list = [None] * len(batch)
+    stored = _stored_by_client_id(batch)
+    memberships = {
+        (row["chat_id"], row["user_id"]): row["muted"]
+        for row in Membership.objects.filter(
+            chat_id__in={r.chat_id for r in batch if r.chat_id is not None},
+            user_id__in={r.sender.pk for r in batch},
+        ).values("chat_id", "user_id", "muted")
+    }
+    fresh: list[int] = []
+    claimed: dict[tuple, int] = {}
+    for index, request in enumerate(batch):
+        key = (request.sender.pk, request.client_message_id)
+        muted = memberships.get((request.chat_id, request.sender.pk))
+        if muted is None:
+            results[index] = NotMember()
+        elif request.client_message_id is not None and key in stored:
+            message = stored[key]
+            results[index] = (
+                (message, False)
+                if message.chat_id == request.chat_id
+                else BadRequest("This clientMessageId was already used in another chat.")
             )
-            events.on_commit(events.broadcast_message, message)
-    except IntegrityError:
-        # A concurrent retry with the same client_message_id won the race.
-        stored = _stored_retry(sender, chat_id, client_message_id) if client_message_id else None
-        if stored is None:
-            raise
-        return stored, False
-    return message, True
+        elif muted:
+            results[index] = Forbidden("You are muted in this chat.")
+        elif request.client_message_id is not None and key in claimed:
+            results[index] = claimed[key]  # the same retry twice in one batch: resolved below
+        else:
+            if request.client_message_id is not None:
+                claimed[key] = index
+            fresh.append(index)
+    if fresh:
+        try:
+            _insert(batch, fresh, results)
+        except IntegrityError:
+            if not retry_singly:
+                raise
+            # Another process stored one of these client ids meanwhile: one at a time.
+            for index in fresh:
+                results[index] = store_messages([batch[index]], retry_singly=False)[0]
+    for index, result in enumerate(results):
+        if isinstance(result, int):
+            first = results[result]
+            results[index] = (first[0], False) if isinstance(first, tuple) else first
+    return results
 
 
-def _stored_retry(sender, chat_id, client_message_id) -> Message | None:
-    stored = Message.objects.filter(sender=sender, client_message_id=client_message_id).first()
-    if stored is None:
-        return None
-    if str(stored.chat_id) != str(chat_id):
-        raise BadRequest("This clientMessageId was already used in another chat.")
-    membership_of(user=sender, chat_id=chat_id)
-    return stored
+def _stored_by_client_id(batch: list[Outgoing]) -> dict[tuple, Message]:
+    client_ids = {r.client_message_id for r in batch if r.client_message_id is not None}
+    if not client_ids:
+        return {}
+    rows = Message.objects.filter(
+        sender_id__in={r.sender.pk for r in batch}, client_message_id__in=client_ids
+    )
+    return {(row.sender_id, row.client_message_id): row for row in rows}
+
+
+def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
+    per_chat: dict[int, list[int]] = {}
+    for index in fresh:
+        per_chat.setdefault(batch[index].chat_id, []).append(index)
+    now = timezone.now()
+    messages = []
+    with transaction.atomic():
+        for chat_id in sorted(per_chat):
+            indexes = per_chat[chat_id]
+            Chat.objects.filter(pk=chat_id).update(
+                last_seq=F("last_seq") + len(indexes), last_message_at=now
+            )
+            last = Chat.objects.filter(pk=chat_id).values_list("last_seq", flat=True).get()
+            for offset, index in enumerate(indexes):
+                request = batch[index]
+                message = Message(
+                    chat_id=chat_id,
+                    seq=last - len(indexes) + 1 + offset,
+                    sender=request.sender,
+                    text=request.text,
+                    client_message_id=request.client_message_id,
+                    created_at=now,
+                )
+                messages.append(message)
+                results[index] = (message, True)
+        Message.objects.bulk_create(messages)
 
 
 @_unavailable_on_database_error

@@ -2,7 +2,8 @@
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -57,3 +58,10 @@ def exception_handler(exc, context):
         if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS and getattr(exc, "wait", None):
             response.data["retryAfterMs"] = int(exc.wait * 1000)
     return response
+
+
+def not_found(request, exception=None):
+    """Django's 404 view: a path under /api/ that names nothing answers like every REST error."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return page_not_found(request, exception)

@@ -1,11 +1,14 @@
 """Input serializers of the REST API, and output ones built on the protocol's shapes."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from messaging import protocol
 from messaging.errors import MessagingError
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class IdField(serializers.Field):
     """An id given as a string of digits (an integer is accepted too)."""
 
@@ -63,7 +66,7 @@ class HistoryQuery(serializers.Serializer):
 # ---------------------------------------------------------------- output
 
 
-class UserOutput(serializers.Serializer):
+class MemberOutput(serializers.Serializer):
     id = IdField()
     username = serializers.CharField()
 
@@ -89,7 +92,7 @@ class ChatOutput(serializers.Serializer):
     title = serializers.CharField()
     isDirect = serializers.BooleanField()  # noqa: N815
     createdAt = serializers.DateTimeField()  # noqa: N815
-    members = UserOutput(many=True)
+    members = MemberOutput(many=True)
     lastMessage = MessageOutput(allow_null=True)  # noqa: N815
     unreadCount = serializers.IntegerField()  # noqa: N815
     lastReadSeq = serializers.CharField()  # noqa: N815

@@ -1,0 +1,816 @@
+#!/usr/bin/env python3
+"""`make bench`: start the server in a configuration, load it with bench/loadgen.js, report.
+
+For each configuration asked for (and for the reference tutorial consumer,
+unless --no-reference) this script:
+
+1. makes a throw-away var dir (SQLite file, secret key) or PostgreSQL database,
+   migrates it and creates two bench data sets with `manage.py benchdata`: one
+   of --connect-users users for the connect/memory measurement, one of --users
+   users for the load steps;
+2. starts the server process(es) with rate limits off and WARNING logging;
+3. opens all --connect-users connections, timing it, and reads the server's RSS
+   with them open and idle (memory per connection = RSS growth / connections);
+4. opens the --users connections and runs a steady step at --steady-rate, then
+   the max-throughput search: raise the rate step by step and stop at the first
+   step with p99 over --p99-limit or anything lost;
+5. stops the servers (also on error or Ctrl-C), drops the database.
+
+It prints a Markdown table of every figure with the ratio ours/reference and
+writes everything to --output as JSON. See bench/README.md.
+"""
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import secrets
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PY = sys.executable
+NODE = shutil.which("node") or "/usr/bin/node"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+DEFAULT_LADDER = (
+    "500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000,10000,12000,15000,20000"
+)
+CONFIGS = {
+    "default": "SQLite + in-memory channel layer, one process",
+    "pg1": "PostgreSQL + Redis, one process",
+    "pg2": "PostgreSQL + Redis, two processes (chats span both)",
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    """A `VmRSS:`-style line of /proc/<pid>/status, in KB."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise BenchError(f"no {field} for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as handle:
+        # The command name may contain spaces: fields are counted after its ')'.
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Server:
+    """One server process in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, log_path: Path):
+        self.name, self.port, self.log_path = name, port, log_path
+        self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stop() kills it and any child
+        )
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def check_alive(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise BenchError(f"{self.name} exited with code {code}; log tail:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 60, http_path: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+                if http_path:
+                    url = f"http://127.0.0.1:{self.port}{http_path}"
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        if response.status != 200:
+                            raise OSError(response.status)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise BenchError(f"{self.name} not ready on port {self.port} after {timeout} s")
+
+    def rss_kb(self) -> int:
+        return proc_status_kb(self.proc.pid, "VmRSS")
+
+    def peak_rss_kb(self) -> int:
+        return proc_status_kb(self.proc.pid, "VmHWM")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_lines()[-lines:])
+
+    def log_lines(self) -> list[str]:
+        if not self.log_file.closed:
+            self.log_file.flush()
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        stop_group(self.proc, grace=10)
+        self.log_file.close()
+
+
+def stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group we started, SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    # Also anything left in the group after the leader exited.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+class LoadGen:
+    """bench/loadgen.js in interactive mode: JSON commands in, JSON events out."""
+
+    def __init__(self, data: Path, urls: list[str], args, log_path: Path, limit: int = 0):
+        argv = [
+            NODE,
+            str(BENCH / "loadgen.js"),
+            "--interactive",
+            "--data",
+            str(data),
+            "--urls",
+            ",".join(urls),
+            "--concurrency",
+            str(args.concurrency),
+            "--drain",
+            str(args.drain),
+            "--settle-max",
+            str(args.settle_max),
+        ]
+        if limit:
+            argv += ["--limit", str(limit)]
+        self.log_file = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=BENCH,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            start_new_session=True,
+        )
+        self.buffer = b""
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def read_event(self, timeout: float, servers: list[Server] = ()) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            for server in servers:
+                server.check_alive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"load generator: no answer within {timeout:.0f} s")
+            if self.selector.select(timeout=min(left, 1.0)):
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise BenchError(f"load generator exited with code {self.proc.wait()}")
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        event = json.loads(line)
+        if event.get("event") == "error":
+            raise BenchError(f"load generator: {event.get('message')}")
+        return event
+
+    def command(self, **cmd) -> None:
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close(self, graceful: bool = True) -> None:
+        """Let it close its sockets and exit; on an error or interruption just kill it."""
+        if graceful and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.command(cmd="quit")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=15)
+        stop_group(self.proc, grace=2)
+        self.selector.close()
+        self.log_file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(graceful=exc_type is None)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def step_failures(result: dict, p99_limit: float) -> list[str]:
+    """Why a step does not count as sustained (empty list: it passes)."""
+    reasons = []
+    if result["lost"]:
+        reasons.append(f"{result['lost']} lost")
+    if result["duplicates"]:
+        reasons.append(f"{result['duplicates']} duplicates")
+    if result["errors"]:
+        reasons.append(f"errors {result['errors']}")
+    if result["closes"]:
+        reasons.append(f"closes {result['closes']}")
+    if result["delivered"] == 0:
+        reasons.append("nothing delivered")
+    elif result["p99Ms"] > p99_limit:
+        reasons.append(f"p99 {result['p99Ms']:.0f} ms > {p99_limit:.0f} ms")
+    # The generator shares the machine: if it fell behind, the step measured it, not the server.
+    if result["sendRate"] < 0.95 * result["targetRate"]:
+        reasons.append(
+            f"generator sent only {result['sendRate']:.0f}/s of {result['targetRate']:.0f}/s"
+        )
+    return reasons
+
+
+def run_step(loadgen: LoadGen, servers: list[Server], rate: float, args) -> dict:
+    for server in servers:
+        server.check_alive()
+    cpu0 = [s.cpu() for s in servers]
+    t0 = time.monotonic()
+    loadgen.command(cmd="step", rate=rate, duration=args.duration)
+    # Generous: reconnects and the settle wait come before the timed part.
+    result = loadgen.read_event(args.duration + args.drain + 300, servers)
+    wall = time.monotonic() - t0
+    result["serverCpuPct"] = round(
+        100 * sum(s.cpu() - c for s, c in zip(servers, cpu0, strict=True)) / wall, 1
+    )
+    result["serverRssKB"] = sum(s.rss_kb() for s in servers)
+    result["failures"] = step_failures(result, args.p99_limit)
+    result["passed"] = not result["failures"]
+    log(
+        f"  {rate:>7.0f} msg/s: delivered/s {result['deliveredPerSec']:>9.0f}"
+        f"  p50 {result['p50Ms']:>7.1f}  p99 {result['p99Ms']:>8.1f}  max {result['maxMs']:>8.1f} ms"
+        f"  lost {result['lost']}  dup {result['duplicates']}  longest silence {result['maxFrameGapMs']:.0f} ms"
+        f"  server CPU {result['serverCpuPct']}%"
+        f"  gen CPU {result['generatorCpuPct']}%  {'ok' if result['passed'] else 'FAIL: ' + '; '.join(result['failures'])}"
+    )
+    return result
+
+
+def measure_target(
+    name: str, servers: list[Server], data: dict[str, Path], args, workdir: Path, out: dict
+) -> None:
+    """Connect/memory measurement, steady step and search against running servers.
+
+    Fills `out` as it goes, so that what was measured survives a later failure.
+    """
+    out["processes"] = len(servers)
+    urls = [s.url for s in servers]
+
+    # Warm-up: the first connections import and build lazily created things;
+    # without it their memory would be charged to the idle connections.
+    with LoadGen(data["connect"], urls, args, workdir / "loadgen.log", limit=50) as warm:
+        warm.read_event(120, servers)
+    time.sleep(1.0)
+
+    log(f"[{name}] opening {args.connect_users} connections")
+    rss_before = sum(s.rss_kb() for s in servers)
+    with LoadGen(data["connect"], urls, args, workdir / "loadgen.log") as gen:
+        connected = gen.read_event(600, servers)
+        time.sleep(args.idle_settle)  # presence frames, buffers: let it go quiet
+        rss_idle = sum(s.rss_kb() for s in servers)
+    n = connected["connected"]
+    out["connect"] = {
+        **{k: v for k, v in connected.items() if k != "event"},
+        "rssBeforeKB": rss_before,
+        "rssIdleKB": rss_idle,
+        "idleKBPerConnection": round((rss_idle - rss_before) / n, 2) if n else None,
+    }
+    log(
+        f"[{name}] {n}/{args.connect_users} connected in {connected['connectMs'] / 1000:.2f} s,"
+        f" idle memory {out['connect']['idleKBPerConnection']} KB per connection"
+    )
+    time.sleep(2.0)  # let the server finish the disconnects before loading it
+
+    log(f"[{name}] opening {args.users} connections for the load steps")
+    with LoadGen(data["load"], urls, args, workdir / "loadgen.log") as gen:
+        out["loadConnect"] = {k: v for k, v in gen.read_event(600, servers).items() if k != "event"}
+        done: list[dict] = []  # the session's steps in order, to attach late deliveries to
+
+        def step(rate: float) -> dict:
+            result = run_step(gen, servers, rate, args)
+            attach_late(done, result.pop("previous", None))
+            done.append(result)
+            return result
+
+        log(f"[{name}] steady step at {args.steady_rate} msg/s for {args.duration} s")
+        out["steady"] = step(args.steady_rate)
+        out["search"] = {"steps": [], "maxRate": None, "maxDeliveriesPerSec": None}
+        if args.search_rates:
+            log(f"[{name}] max-throughput search")
+            search = out["search"]
+            for rate in args.search_rates:
+                result = step(rate)
+                search["steps"].append(result)
+                if not result["passed"]:
+                    search["stoppedAt"] = rate
+                    search["stopReason"] = "; ".join(result["failures"])
+                    break
+                search["maxRate"] = rate
+                search["maxDeliveriesPerSec"] = result["deliveredPerSec"]
+                search["p99AtMaxMs"] = result["p99Ms"]
+            else:
+                search["stopReason"] = "every rate of the ladder passed: raise --search"
+        # Collect the last step's late deliveries.
+        gen.command(cmd="finish")
+        attach_late(done, gen.read_event(args.settle_max + 60, servers).get("previous"))
+    out["peakRssKB"] = sum(s.peak_rss_kb() for s in servers)
+
+
+def attach_late(done: list[dict], previous: dict | None) -> None:
+    """Record on a step what arrived of it after its drain period (reported one step later).
+
+    `lost` keeps counting those as lost (they missed the deadline); `late` and
+    `neverSeen` tell a slow server from one that drops deliveries.
+    """
+    if previous and done and done[-1]["step"] == previous["step"]:
+        done[-1]["late"] = previous["late"]
+        done[-1]["lateMaxMs"] = previous["lateMaxMs"]
+        done[-1]["lateDuplicates"] = previous["lateDuplicates"]
+        # Not seen before the generator stopped waiting (--settle-max): dropped, or very late.
+        done[-1]["neverSeen"] = previous["stillMissing"]
+        if previous["late"]:
+            log(
+                f"  (the {done[-1]['targetRate']:g} msg/s step: {previous['late']} of its lost"
+                f" deliveries came late, up to {previous['lateMaxMs'] / 1000:.1f} s;"
+                f" {previous['stillMissing']} never seen)"
+            )
+
+
+def summarise_logs(servers: list[Server]) -> dict:
+    """Warnings and errors the servers logged (LOG_LEVEL=WARNING: all of it is news)."""
+    lines = [line for s in servers for line in s.log_lines()]
+    return {"lines": len(lines), "tail": lines[-30:]}
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def manage(env: dict, *argv: str) -> None:
+    subprocess.run([PY, "manage.py", *argv], cwd=ROOT, env=env, check=True)
+
+
+def pg_admin(base_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql)
+
+
+def redis_cleanup(redis_url: str, prefix: str) -> None:
+    """Delete only the keys of this run's unique prefix (never a flush)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except Exception as exc:  # cleanup only: report, do not mask the results
+        log(f"redis cleanup of {prefix}* failed: {exc}")
+
+
+def bench_ours(config: str, args, workdir: Path) -> dict:
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CHANNEL_LAYER_PREFIX", "DJANGO_SETTINGS_MODULE"}
+    }
+    var_dir = workdir / f"var-{config}"
+    env = {
+        **base_env,
+        "BIOGRAM_VAR_DIR": str(var_dir),
+        "RATE_LIMIT_ENABLED": "0",
+        "LOG_LEVEL": "WARNING",
+    }
+    database = prefix = None
+    if config in {"pg1", "pg2"}:
+        database = f"biogram_bench_{os.getpid()}_{config}"
+        prefix = f"biogram-bench-{os.getpid()}-{config}-{secrets.token_hex(3)}"
+        env["DATABASE_URL"] = f"{args.pg_url}/{database}"
+        env["REDIS_URL"] = args.redis_url
+        env["CHANNEL_LAYER_PREFIX"] = prefix
+    servers: list[Server] = []
+    result = {"config": config, "description": CONFIGS[config]}
+    try:
+        if database:
+            log(f"[{config}] creating database {database}")
+            pg_admin(args.pg_url, f'CREATE DATABASE "{database}"')
+        log(f"[{config}] migrating")
+        manage(env, "migrate", "--noinput", "-v0")
+        data = {}
+        for kind, users in (("connect", args.connect_users), ("load", args.users)):
+            data[kind] = workdir / f"{config}-{kind}.json"
+            manage(
+                env,
+                "benchdata",
+                f"--users={users}",
+                f"--chat-size={args.chat_size}",
+                f"--output={data[kind]}",
+            )
+        processes = 2 if config == "pg2" else 1
+        for i in range(processes):
+            port = free_port()
+            servers.append(
+                Server(
+                    f"{config} server {i + 1}",
+                    [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                    env,
+                    port,
+                    workdir / f"{config}-server-{i + 1}.log",
+                )
+            )
+        for server in servers:
+            server.wait_ready(http_path="/healthz")
+        log(f"[{config}] {processes} server process(es) up: {', '.join(s.url for s in servers)}")
+        measure_target(config, servers, data, args, workdir, result)
+    except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[{config}] FAILED: {result['error']}")
+    finally:
+        for server in servers:
+            server.stop()
+        if servers:
+            result["serverLog"] = summarise_logs(servers)
+        if database:
+            with contextlib.suppress(Exception):
+                pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        if prefix:
+            redis_cleanup(args.redis_url, prefix)
+    return result
+
+
+def bench_reference(args, workdir: Path, data: dict[str, Path]) -> dict:
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        "DJANGO_SETTINGS_MODULE": "bench.reference_settings",
+        "REFERENCE_LAYER": args.reference_layer,
+        "LOG_LEVEL": "WARNING",
+    }
+    prefix = None
+    if args.reference_layer != "memory":
+        prefix = f"biogram-bench-{os.getpid()}-reference-{secrets.token_hex(3)}"
+        env["REDIS_URL"] = args.redis_url
+        env["CHANNEL_LAYER_PREFIX"] = prefix
+    port = free_port()
+    argv = [PY, "-m", "uvicorn", "bench.reference:application", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--lifespan", "off", "--log-level", "warning", "--no-access-log"]
+    result = {
+        "config": "reference",
+        "description": f"Channels tutorial consumer, {args.reference_layer} layer, uvicorn, one process",
+    }
+    server = None
+    try:
+        server = Server("reference server", argv, env, port, workdir / "reference-server.log")
+        server.wait_ready()
+        log(f"[reference] up: {server.url}")
+        measure_target("reference", [server], data, args, workdir, result)
+    except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[reference] FAILED: {result['error']}")
+    finally:
+        if server:
+            server.stop()
+            result["serverLog"] = summarise_logs([server])
+        if prefix:
+            redis_cleanup(args.redis_url, prefix)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def get(result: dict, *path):
+    value = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def ratio(ours, ref) -> str:
+    if not isinstance(ours, int | float) or not isinstance(ref, int | float) or not ref:
+        return "—"
+    return f"{ours / ref:.2f}x"
+
+
+def markdown(results: list[dict], reference: dict | None, args) -> str:
+    sr = args.steady_rate
+    rows = [
+        ("connections opened", ("connect", "connected"), 0),
+        (f"connect time, {args.connect_users} connections (s)", ("connect", "connectS"), 2),
+        ("connect: handshake p99 (ms)", ("connect", "handshakeP99Ms"), 1),
+        ("idle memory per connection (KB)", ("connect", "idleKBPerConnection"), 1),
+        (f"steady {sr:g} msg/s: delivered/s", ("steady", "deliveredPerSec"), 0),
+        ("steady: p50 latency (ms)", ("steady", "p50Ms"), 1),
+        ("steady: p95 latency (ms)", ("steady", "p95Ms"), 1),
+        ("steady: p99 latency (ms)", ("steady", "p99Ms"), 1),
+        ("steady: max latency (ms)", ("steady", "maxMs"), 1),
+        ("steady: expected deliveries", ("steady", "expected"), 0),
+        ("steady: lost (not delivered within the drain)", ("steady", "lost"), 0),
+        ("steady: of those, arrived late", ("steady", "late"), 0),
+        ("steady: of those, never seen", ("steady", "neverSeen"), 0),
+        ("steady: duplicates", ("steady", "duplicates"), 0),
+        ("steady: errors", ("steady", "errors"), 0),
+        ("steady: closes", ("steady", "closes"), 0),
+        ("steady: longest silence (ms)", ("steady", "maxFrameGapMs"), 0),
+        ("steady: server CPU (% of a core)", ("steady", "serverCpuPct"), 0),
+        ("steady: generator CPU (% of a core)", ("steady", "generatorCpuPct"), 0),
+        ("max rate passing (msg/s)", ("search", "maxRate"), 0),
+        ("max deliveries/s", ("search", "maxDeliveriesPerSec"), 0),
+        ("p99 at max (ms)", ("search", "p99AtMaxMs"), 1),
+        ("search stopped at (msg/s)", ("search", "stoppedAt"), 0),
+        ("why it stopped", ("search", "stopReason"), 0),
+        ("peak RSS (MB)", ("peakRssMB",), 1),
+        ("server log lines (WARNING+)", ("serverLog", "lines"), 0),
+    ]
+    for r in [*results, reference]:
+        if r:
+            if get(r, "connect", "connectMs") is not None:
+                r["connect"]["connectS"] = round(r["connect"]["connectMs"] / 1000, 3)
+            if r.get("peakRssKB"):
+                r["peakRssMB"] = round(r["peakRssKB"] / 1024, 1)
+    header = ["figure"]
+    for r in results:
+        header.append(r["config"])
+        if reference:
+            header.append(f"{r['config']}/ref")
+    if reference:
+        header.append("reference")
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for label, path, digits in rows:
+        cells = [label]
+        ref_value = get(reference, *path) if reference else None
+        for r in results:
+            value = get(r, *path)
+            cells.append(fmt(value, digits))
+            if reference:
+                cells.append(ratio(value, ref_value))
+        if reference:
+            cells.append(fmt(ref_value, digits))
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+
+    for r in [*results, reference]:
+        if not r:
+            continue
+        text += f"\n\n**{r['config']}** ({r['description']})"
+        if r.get("error"):
+            text += f"\n\nFAILED: {r['error']}"
+        steps = ([r["steady"]] if r.get("steady") else []) + (get(r, "search", "steps") or [])
+        if steps:
+            text += (
+                "\n\n| msg/s | sent | expected | delivered | lost | late | never seen | dup"
+                " | delivered/s | p50 | p95 | p99 | max ms | server CPU % | gen CPU % | verdict |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            )
+            for i, s in enumerate(steps):
+                label = f"{s['targetRate']:g}" + (" (steady)" if i == 0 and r.get("steady") else "")
+                verdict = "ok" if s["passed"] else "; ".join(s["failures"])
+                if not s.get("settled", True):
+                    verdict += " (began while an earlier backlog was still arriving)"
+                text += (
+                    f"\n| {label} | {s['sent']:,} | {s['expected']:,} | {s['delivered']:,}"
+                    f" | {s['lost']:,} | {fmt(s.get('late'))} | {fmt(s.get('neverSeen'))}"
+                    f" | {s['duplicates']:,} | {s['deliveredPerSec']:,.0f}"
+                    f" | {s['p50Ms']:.1f} | {s['p95Ms']:.1f} | {s['p99Ms']:.1f} | {s['maxMs']:.1f}"
+                    f" | {s['serverCpuPct']:.0f} | {s['generatorCpuPct']:.0f} | {verdict} |"
+                )
+        tail = get(r, "serverLog", "tail")
+        if tail:
+            text += "\n\nServer log (last lines):\n\n```\n" + "\n".join(tail[-10:]) + "\n```"
+    return text
+
+
+def machine_info() -> dict:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for module in ("django", "channels", "channels_redis", "uvicorn", "websockets"):
+        with contextlib.suppress(Exception):
+            versions[module] = __import__(module).__version__
+    node = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "node": node,
+        "versions": versions,
+        "commit": commit,
+        "loadAverageAtStart": os.getloadavg()[0],
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Benchmark the Biogram server against the Channels tutorial consumer.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        default="default",
+        help="comma-separated: " + ", ".join(f"{k} ({v})" for k, v in CONFIGS.items()),
+    )
+    parser.add_argument("--users", type=int, default=1000, help="connections for the load steps")
+    parser.add_argument("--chat-size", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending per step")
+    parser.add_argument("--steady-rate", type=float, default=500.0, help="messages/s")
+    parser.add_argument(
+        "--search",
+        dest="search_rates",
+        nargs="?",
+        const=DEFAULT_LADDER,
+        default=DEFAULT_LADDER,
+        help="the max-throughput search's ladder of rates (messages/s), comma-separated",
+    )
+    parser.add_argument("--no-search", dest="search_rates", action="store_const", const="")
+    parser.add_argument("--p99-limit", type=float, default=200.0, help="ms; a step above fails")
+    parser.add_argument(
+        "--connect-users", type=int, default=5000, help="connections for connect time and memory"
+    )
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument(
+        "--reference-layer",
+        choices=["memory", "pubsub", "redis"],
+        default="memory",
+        help="channel layer of the reference consumer",
+    )
+    parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait after sending")
+    parser.add_argument("--concurrency", type=int, default=200, help="handshakes in flight")
+    parser.add_argument(
+        "--settle-max", type=float, default=30.0, help="seconds to wait for a backlog between steps"
+    )
+    parser.add_argument("--idle-settle", type=float, default=2.0, help="seconds before idle RSS")
+    parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--output", help="write all results to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
+    args = parser.parse_args(argv)
+    args.configs = [c.strip() for c in args.config.split(",") if c.strip()]
+    for config in args.configs:
+        if config not in CONFIGS:
+            parser.error(f"unknown --config {config!r}; choose from {', '.join(CONFIGS)}")
+    args.search_rates = [float(r) for r in args.search_rates.split(",") if r.strip()]
+    if args.users < args.chat_size or args.connect_users < 1:
+        parser.error("--users must be at least --chat-size and --connect-users positive")
+    return args
+
+
+def ensure_node_modules() -> None:
+    if not (BENCH / "node_modules" / "ws").is_dir():
+        log("installing the load generator's dependency (npm install)")
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=BENCH, check=True)
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log(f"warning: open-file limit {soft} < {needed}: connections may fail")
+
+
+def _terminated(*_):
+    log("terminated: stopping the servers and the load generator")
+    sys.exit(143)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # A SIGTERM (e.g. from a CI timeout) must still run the finally blocks that stop servers.
+    signal.signal(signal.SIGTERM, _terminated)
+    ensure_node_modules()
+    raise_fd_limit(max(args.users, args.connect_users) + 1000)
+    machine = machine_info()
+    if machine["loadAverageAtStart"] > 0.5 * (machine["cores"] or 1):
+        log(
+            f"warning: load average {machine['loadAverageAtStart']:.2f} at start: the machine"
+            " is busy, figures will be noisy"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="biogram-bench-"))
+    log(f"work dir {workdir}")
+    results, reference = [], None
+    try:
+        for config in args.configs:
+            results.append(bench_ours(config, args, workdir))
+        if not args.no_reference:
+            # Same data files: the reference ignores the tokens and uses chatId.
+            first = args.configs[0]
+            data = {k: workdir / f"{first}-{k}.json" for k in ("connect", "load")}
+            if all(p.exists() for p in data.values()):
+                reference = bench_reference(args, workdir, data)
+            else:
+                reference = {"config": "reference", "description": "", "error": "no bench data"}
+    finally:
+        machine["loadAverageAtEnd"] = os.getloadavg()[0]
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report = markdown(results, reference, args)
+    print(f"\n## Biogram bench, {machine['date']}\n")
+    print(
+        f"{machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, Node"
+        f" {machine['node']}, commit {machine['commit']}; load average"
+        f" {machine['loadAverageAtStart']:.2f} at start, {machine['loadAverageAtEnd']:.2f} at end."
+    )
+    print(
+        f"{args.users} connections in chats of {args.chat_size}, {args.duration:g} s per step,"
+        f" pass = p99 ≤ {args.p99_limit:g} ms and nothing lost;"
+        f" connect/memory with {args.connect_users} connections.\n"
+    )
+    print(report)
+    if args.output:
+        document = {
+            "machine": machine,
+            "args": {k: v for k, v in vars(args).items() if k != "configs"},
+            "results": results,
+            "reference": reference,
+        }
+        Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
+        log(f"wrote {args.output}")
+    failed = [r["config"] for r in [*results, reference] if r and r.get("error")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

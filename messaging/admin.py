@@ -1,0 +1,209 @@
+"""Moderation in the Django admin: every action goes through a service, so it reaches live sockets."""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from messaging import services
+from messaging.models import Chat, Membership, Message, ReadReceipt
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["user", "role", "muted", "joined_at"]
+    readonly_fields = ["user", "role", "muted", "joined_at"]
+    can_delete = False
+    show_change_link = True
+
+    # Membership changes must notify sockets: they go through the actions of
+    # MembershipAdmin, never through this inline's raw save.
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Chat)
+class ChatAdmin(admin.ModelAdmin):
+    list_display = ["id", "__str__", "is_direct", "member_count", "message_count", "created_at"]
+    list_filter = ["is_direct", "created_at"]
+    search_fields = ["title"]
+    readonly_fields = ["is_direct", "created_by", "created_at", "last_seq", "last_message_at"]
+    fields = ["title", *readonly_fields]
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                members=Count("memberships", distinct=True),
+                message_total=Count("messages", distinct=True),
+            )
+        )
+
+    @admin.display(description="members", ordering="members")
+    def member_count(self, chat):
+        return chat.members
+
+    @admin.display(description="messages", ordering="message_total")
+    def message_count(self, chat):
+        return chat.message_total
+
+    # Chats are created by their members; the admin moderates them.
+    def has_add_permission(self, request):
+        return False
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Deleted"), ("no", "Not deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "chat", "seq", "sender", "short_text", "created_at", "is_deleted"]
+    list_filter = [
+        DeletedFilter,
+        "created_at",
+        ("chat", admin.RelatedOnlyFieldListFilter),
+        ("sender", admin.RelatedOnlyFieldListFilter),
+    ]
+    list_select_related = ["chat", "sender"]
+    search_fields = ["text"]
+    date_hierarchy = "created_at"
+    list_per_page = 100
+    readonly_fields = [
+        "chat",
+        "seq",
+        "sender",
+        "text",
+        "client_message_id",
+        "created_at",
+        "deleted_at",
+        "deleted_by",
+    ]
+    actions = ["delete_messages", "restore_messages"]
+
+    @admin.display(description="text")
+    def short_text(self, message):
+        return message.text if len(message.text) <= 80 else message.text[:77] + "…"
+
+    @admin.display(description="deleted", boolean=True)
+    def is_deleted(self, message):
+        return message.deleted_at is not None
+
+    # Messages are written by their senders only; moderation deletes and restores.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.has_perm("messaging.moderate_message"):
+            actions.pop("delete_messages", None)
+            actions.pop("restore_messages", None)
+        return actions
+
+    @admin.action(description="Delete selected messages (members see them removed)")
+    def delete_messages(self, request, queryset):
+        count = 0
+        for message in queryset.select_related("chat"):
+            if services.delete_message(message=message, moderator=request.user):
+                self.log_change(request, message, "Deleted by a moderator.")
+                count += 1
+        self.message_user(request, f"{count} message(s) deleted.", messages.SUCCESS)
+
+    @admin.action(description="Restore selected messages")
+    def restore_messages(self, request, queryset):
+        count = 0
+        for message in queryset:
+            if services.restore_message(message=message):
+                self.log_change(request, message, "Restored by a moderator.")
+                count += 1
+        self.message_user(request, f"{count} message(s) restored.", messages.SUCCESS)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["id", "chat", "user", "role", "muted", "joined_at"]
+    list_filter = ["role", "muted"]
+    list_select_related = ["chat", "user"]
+    search_fields = ["user__username", "chat__title"]
+    readonly_fields = ["chat", "user", "role", "muted", "joined_at"]
+    actions = ["mute_members", "unmute_members", "remove_members"]
+
+    # Joining happens through the API; the admin mutes and removes.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.has_perm("messaging.moderate_membership"):
+            for name in ["mute_members", "unmute_members", "remove_members"]:
+                actions.pop(name, None)
+        return actions
+
+    def _set_muted(self, request, queryset, muted: bool):
+        for membership in queryset:
+            services.set_muted(chat_id=membership.chat_id, user_id=membership.user_id, muted=muted)
+            self.log_change(request, membership, "Muted." if muted else "Unmuted.")
+        word = "muted" if muted else "unmuted"
+        self.message_user(request, f"{queryset.count()} member(s) {word}.", messages.SUCCESS)
+
+    @admin.action(description="Mute selected members")
+    def mute_members(self, request, queryset):
+        self._set_muted(request, queryset, True)
+
+    @admin.action(description="Unmute selected members")
+    def unmute_members(self, request, queryset):
+        self._set_muted(request, queryset, False)
+
+    @admin.action(description="Remove selected members from their chats")
+    def remove_members(self, request, queryset):
+        count = 0
+        for membership in list(queryset.select_related("chat", "user")):
+            self.log_change(request, membership.chat, f"Removed member {membership.user}.")
+            services.remove_member(
+                actor=request.user,
+                chat_id=membership.chat_id,
+                user_id=membership.user_id,
+                by_moderator=True,
+            )
+            count += 1
+        self.message_user(request, f"{count} member(s) removed.", messages.SUCCESS)
+
+
+@admin.register(ReadReceipt)
+class ReadReceiptAdmin(admin.ModelAdmin):
+    list_display = ["id", "chat", "user", "seq", "read_at"]
+    list_select_related = ["chat", "user"]
+    search_fields = ["user__username"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

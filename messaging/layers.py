@@ -1,0 +1,296 @@
+"""ChatChannelLayer: a channel layer that fans out in process and bridges processes through Redis pub/sub.
+
+Why not Channels' layers (docs/benchmarks.md has the numbers): the in-memory
+layer walks every channel on each send, deep-copies each message per member and
+wakes each consumer to re-dispatch it; the Redis layers send one Redis message
+per member (or drop past a capacity of 100 with an INFO line). Here a
+`group_send` hands the same, already encoded event to every local member's
+*sink* (a plain function the consumer registered: it appends to the socket's
+outbound queue), and publishes it to Redis once per group, where every other
+process that has members of the group receives it once and does the same.
+
+Events without a sink (or of other types) go to the channel's queue, so the
+layer still serves any consumer the standard way.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+
+import orjson
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
+
+logger = logging.getLogger(__name__)
+
+# Event types a registered sink takes directly, without waking the consumer task.
+SINK_TYPES = frozenset({"chat.frame", "user.frame"})
+
+RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class ChatChannelLayer(BaseChannelLayer):
+    extensions = ["groups", "flush"]
+
+    def __init__(self, hosts=None, prefix="biogram", capacity=1000, expiry=60, **kwargs):
+        super().__init__(expiry=expiry, capacity=capacity, **kwargs)
+        self.process_id = secrets.token_hex(6)
+        self.prefix = prefix
+        self.redis_url = hosts[0] if hosts else None
+        self.channels: dict[str, asyncio.Queue] = {}
+        self.groups: dict[str, dict[str, None]] = {}
+        self.sinks: dict[str, Callable[[dict], None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.bridge: RedisBridge | None = None
+
+    # ------------------------------------------------------------ channels
+
+    async def new_channel(self, prefix="specific"):
+        self._bind_loop()
+        return f"{prefix}.{self.process_id}!{secrets.token_hex(8)}"
+
+    def attach(self, channel: str, sink: Callable[[dict], None]) -> None:
+        """Route sink-type events for `channel` to `sink` (called in the event loop)."""
+        self.sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        """Forget a channel: its sink, its queue and its groups (the consumer is gone)."""
+        self.sinks.pop(channel, None)
+        self.channels.pop(channel, None)
+        for group in [g for g, members in self.groups.items() if channel in members]:
+            self._discard(group, channel)
+
+    async def send(self, channel, message):
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        if self._is_local(channel):
+            self._deliver_to_channel(channel, message)
+        elif self.redis_url:
+            owner = channel.split("!", 1)[0].rsplit(".", 1)[-1]
+            await self._bridge().publish(f"p:{owner}", {"c": channel, "m": message})
+
+    async def receive(self, channel):
+        self.require_valid_channel_name(channel)
+        self._bind_loop()
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return await queue.get()
+
+    def _is_local(self, channel: str) -> bool:
+        return f".{self.process_id}!" in channel or not self.redis_url
+
+    def _deliver_to_channel(self, channel: str, message: dict) -> None:
+        sink = self.sinks.get(channel)
+        if sink is not None and message.get("type") in SINK_TYPES:
+            sink(message)
+            return
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    # ------------------------------------------------------------ groups
+
+    async def group_add(self, group, channel):
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._bind_loop()
+        members = self.groups.get(group)
+        if members is None:
+            members = self.groups[group] = {}
+            if self.redis_url:
+                await self._bridge().subscribe(f"g:{group}")
+        members[channel] = None
+
+    async def group_discard(self, group, channel):
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._discard(group, channel)
+
+    def _discard(self, group: str, channel: str) -> None:
+        members = self.groups.get(group)
+        if members is None:
+            return
+        members.pop(channel, None)
+        if not members:
+            del self.groups[group]
+            if self.redis_url and self.bridge is not None:
+                self.bridge.unsubscribe(f"g:{group}")
+
+    async def group_send(self, group, message):
+        """Deliver to local members now, then publish once for the other processes."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        running = asyncio.get_running_loop()
+        if self.loop is None or self.loop is running or self.loop.is_closed():
+            self.deliver_group(group, message)
+        else:
+            # Called from another thread's loop (async_to_sync): members live in the main loop.
+            self.loop.call_soon_threadsafe(self.deliver_group, group, message)
+        if self.redis_url:
+            await self._bridge().publish(f"g:{group}", {"g": group, "m": message})
+
+    def deliver_group(self, group: str, message: dict) -> None:
+        members = self.groups.get(group)
+        if not members:
+            return
+        for channel in tuple(members):
+            try:
+                self._deliver_to_channel(channel, message)
+            except ChannelFull:
+                logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
+            except Exception:
+                logger.exception("delivery to %s failed", channel)
+
+    # ------------------------------------------------------------ flush
+
+    async def flush(self):
+        self.channels.clear()
+        self.groups.clear()
+        self.sinks.clear()
+        if self.bridge is not None:
+            await self.bridge.close()
+            self.bridge = None
+
+    async def close(self):
+        await self.flush()
+
+    # ------------------------------------------------------------ loop and bridge
+
+    def _bind_loop(self) -> None:
+        running = asyncio.get_running_loop()
+        if self.loop is not running:
+            if self.loop is not None and not self.loop.is_closed():
+                return
+            # A new loop (tests start one per test): state of a closed loop is dead.
+            self.loop = running
+            self.channels.clear()
+            self.groups.clear()
+            self.sinks.clear()
+            self.bridge = None
+
+    def _bridge(self) -> "RedisBridge":
+        running = asyncio.get_running_loop()
+        if self.bridge is None or self.bridge.loop is not running:
+            if self.loop is not running and self.loop is not None and not self.loop.is_closed():
+                # A foreign, short-lived loop (async_to_sync outside a server): publish only.
+                return RedisBridge(self, running, publish_only=True)
+            self.bridge = RedisBridge(self, running)
+        return self.bridge
+
+
+class RedisBridge:
+    """One process's link to Redis: publishes, and one subscriber connection that reconnects itself."""
+
+    def __init__(self, layer: ChatChannelLayer, loop, publish_only: bool = False):
+        import redis.asyncio as redis
+
+        self.layer = layer
+        self.loop = loop
+        self.publish_only = publish_only
+        self.client = redis.Redis.from_url(
+            layer.redis_url,
+            max_connections=None,  # redis-py 8's default of 100 fails under handshake bursts
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=15,
+        )
+        self.wanted: set[str] = set()
+        self.pubsub = None
+        self.listener: asyncio.Task | None = None
+        self.ready = asyncio.Event()
+        if not publish_only:
+            self.wanted.add(f"p:{layer.process_id}")
+            self.listener = loop.create_task(self.listen())
+
+    def key(self, name: str) -> str:
+        return f"{self.layer.prefix}:{name}"
+
+    async def publish(self, name: str, payload: dict) -> None:
+        data = orjson.dumps({"o": self.layer.process_id, **payload})
+        try:
+            await self.client.publish(self.key(name), data)
+        finally:
+            if self.publish_only:
+                await self.client.aclose()
+
+    async def subscribe(self, name: str) -> None:
+        self.wanted.add(name)
+        if self.pubsub is not None and self.ready.is_set():
+            try:
+                await self.pubsub.subscribe(self.key(name))
+            except Exception:
+                # The listener resubscribes everything wanted once it reconnects.
+                logger.warning("subscribe to %s failed; will retry on reconnect", name)
+                self.ready.clear()
+
+    def unsubscribe(self, name: str) -> None:
+        self.wanted.discard(name)
+        if self.pubsub is not None and self.ready.is_set():
+            self.loop.create_task(self._unsubscribe(name))
+
+    async def _unsubscribe(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            if name not in self.wanted and self.pubsub is not None:
+                await self.pubsub.unsubscribe(self.key(name))
+
+    async def listen(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                self.pubsub = self.client.pubsub()
+                await self.pubsub.subscribe(*[self.key(name) for name in self.wanted])
+                self.ready.set()
+                if attempt:
+                    logger.info("redis subscriber reconnected")
+                attempt = 0
+                while True:
+                    message = await self.pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=1.0
+                    )
+                    if message is not None and message["type"] == "message":
+                        self.dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.ready.clear()
+                delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
+                attempt += 1
+                logger.warning("redis subscriber lost (%s); reconnecting in %.2fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await self.pubsub.aclose()
+                self.pubsub = None
+                await asyncio.sleep(delay)
+
+    def dispatch(self, data: bytes) -> None:
+        try:
+            envelope = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            logger.warning("undecodable message on the bridge")
+            return
+        if envelope.get("o") == self.layer.process_id:
+            return  # our own publish: local members already have it
+        if "g" in envelope:
+            self.layer.deliver_group(envelope["g"], envelope["m"])
+        elif "c" in envelope:
+            try:
+                self.layer._deliver_to_channel(envelope["c"], envelope["m"])
+            except ChannelFull:
+                logger.warning("channel %s is full; remote event dropped", envelope["c"])
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self.listener
+        with contextlib.suppress(Exception):
+            if self.pubsub is not None:
+                await self.pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
