@@ -115,8 +115,11 @@ def api_client():
 
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
-    """The default hasher costs ~0.4 s a user; tests do not need it slow."""
+    """The default hasher costs ~0.4 s a user; tests do not need it slow. DRF throttles live in the cache."""
+    from django.core.cache import cache
+
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

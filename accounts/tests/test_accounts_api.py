@@ -2,16 +2,8 @@
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 
 from conftest import PASSWORD, make_user
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords_and_fresh_throttles(settings):
-    """The default hasher takes a third of a second per user; DRF keeps throttle history in the cache."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    cache.clear()
 
 
 def assert_error(response, status: int, code: str):

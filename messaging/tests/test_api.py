@@ -3,8 +3,6 @@
 import json
 import re
 
-import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,13 +21,6 @@ MESSAGE_KEYS = {
     "createdAt",
     "deleted",
 }
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords_and_fresh_throttles(settings):
-    """The default hasher takes a third of a second per user; DRF keeps throttle history in the cache."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    cache.clear()
 
 
 def send(chat, sender, text="hi", **extra) -> Message:

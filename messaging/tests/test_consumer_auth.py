@@ -4,7 +4,6 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from django.conf import settings
 from django.test import Client as DjangoClient
 from rest_framework_simplejwt.tokens import AccessToken
@@ -13,12 +12,6 @@ from conftest import db_call, make_user, token_for
 from messaging import services
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """The fixtures' users get a password; the default hasher would make setup take seconds."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def token_expiring_in(someone, seconds: float) -> str:

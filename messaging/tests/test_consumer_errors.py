@@ -2,16 +2,8 @@
 
 import json
 
-import pytest
-
 from conftest import db_call
 from messaging.models import Message
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """The fixtures' users get a password; the default hasher would make setup take seconds."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 async def expect_error(client, code: str, ref):

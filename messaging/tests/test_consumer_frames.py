@@ -3,7 +3,6 @@
 import asyncio
 import re
 
-import pytest
 from django.utils import timezone
 
 from conftest import db_call
@@ -12,12 +11,6 @@ from messaging.consumers import live_consumers
 from messaging.models import Chat, Message, ReadReceipt
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """The fixtures' users get a password; the default hasher would make setup take seconds."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 async def send_stored(sender, chat, text: str) -> Message:

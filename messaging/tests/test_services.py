@@ -10,12 +10,6 @@ from messaging.errors import BadRequest, Forbidden, NotFound, NotMember, TooLarg
 from messaging.models import Chat, Membership, Message, ReadReceipt
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """The default hasher takes a third of a second per user."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def in_threads(count: int, work) -> list:
     """Run `work(index)` in `count` threads released at once; their results in index order.
 
