@@ -5,12 +5,13 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
+
+from biogram.batching import BatchRunner
 
 
 class InvalidToken(Exception):
@@ -23,8 +24,8 @@ class TokenIdentity:
     expires_at: datetime
 
 
-def authenticate_token(raw: str) -> TokenIdentity:
-    """Verify an access token (signature, pinned algorithm, expiry, type) and load its user."""
+def verify_token(raw: str) -> tuple[object, datetime]:
+    """Check an access token (signature, pinned algorithm, expiry, type): (user id, expiry)."""
     if not raw or len(raw) > 4096:
         raise InvalidToken("missing or oversized token")
     try:
@@ -33,7 +34,42 @@ def authenticate_token(raw: str) -> TokenIdentity:
         expires_at = datetime.fromtimestamp(int(token["exp"]), tz=UTC)
     except (TokenError, KeyError, TypeError, ValueError) as exc:
         raise InvalidToken(str(exc)) from exc
+    return user_id, expires_at
+
+
+def authenticate_token(raw: str) -> TokenIdentity:
+    """Verify an access token and load its (active) user."""
+    user_id, expires_at = verify_token(raw)
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise InvalidToken("no active user for this token")
+    return TokenIdentity(user=user, expires_at=expires_at)
+
+
+def _active_users(user_ids: list) -> list:
+    found = get_user_model().objects.filter(pk__in=set(user_ids), is_active=True).in_bulk()
+    return [found.get(_as_pk(user_id)) for user_id in user_ids]
+
+
+def _as_pk(user_id):
+    try:
+        return int(user_id)
+    except (TypeError, ValueError):
+        return user_id
+
+
+# Connection bursts look their users up many at a time (one query per batch).
+_user_loader = BatchRunner(_active_users, name="token-users", max_batch=500)
+
+
+async def authenticate_token_async(raw: str) -> TokenIdentity:
+    """`authenticate_token` for the socket handshake: the signature is checked in the event
+    loop (it is quick), the user is looked up in a batch with the other handshakes."""
+    user_id, expires_at = verify_token(raw)
+    try:
+        user = await _user_loader.submit(_as_pk(user_id))
+    except ValueError as exc:  # a user id claim of the wrong type
+        raise InvalidToken(str(exc)) from exc
     if user is None:
         raise InvalidToken("no active user for this token")
     return TokenIdentity(user=user, expires_at=expires_at)
@@ -47,29 +83,47 @@ def query_param(scope, name: str) -> str | None:
 class TokenAuthMiddleware:
     """Puts the token's user in `scope["user"]`; a bad token leaves `scope["auth_error"]`.
 
-    Without a token the user found by the session middleware stays. The consumer,
-    not this middleware, refuses: the protocol wants an `error` frame before 4001.
+    A socket with `?token=` skips the session and cookie middleware (and their
+    database round trip). Without a token the session's user stays, as for
+    the built-in web page. The consumer, not this middleware, refuses: the
+    protocol wants an `error` frame before 4001.
     """
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.session_stack = AuthMiddlewareStack(_SessionUser(inner))
+
+    async def __call__(self, scope, receive, send):
+        raw = query_param(scope, "token")
+        if raw is None:
+            return await self.session_stack(scope, receive, send)
+        scope = dict(scope, token_expires_at=None, auth_error=None)
+        try:
+            identity = await authenticate_token_async(raw)
+        except InvalidToken:
+            scope["user"] = AnonymousUser()
+            scope["auth_error"] = "invalid token"
+        except Exception:  # the database is down: the consumer answers `unavailable`
+            scope["user"] = AnonymousUser()
+            scope["auth_error"] = "unavailable"
+        else:
+            scope["user"] = identity.user
+            scope["token_expires_at"] = identity.expires_at
+        return await self.inner(scope, receive, send)
+
+
+class _SessionUser:
+    """After Channels' session middleware: an inactive session user counts as anonymous."""
 
     def __init__(self, inner):
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
         scope = dict(scope, token_expires_at=None, auth_error=None)
-        raw = query_param(scope, "token")
-        if raw is not None:
-            try:
-                identity = await database_sync_to_async(authenticate_token)(raw)
-            except InvalidToken:
-                scope["user"] = AnonymousUser()
-                scope["auth_error"] = "invalid token"
-            else:
-                scope["user"] = identity.user
-                scope["token_expires_at"] = identity.expires_at
-        elif not getattr(scope.get("user"), "is_active", False):
+        if not getattr(scope.get("user"), "is_active", False):
             scope["user"] = AnonymousUser()
         return await self.inner(scope, receive, send)
 
 
 def TokenAuthMiddlewareStack(inner):  # noqa: N802 - named like Channels' AuthMiddlewareStack
-    return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+    return TokenAuthMiddleware(inner)

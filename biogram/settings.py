@@ -126,15 +126,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Channel layer: in memory (one process) unless REDIS_URL is set.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "biogram")
-if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
-        }
+# Our own layer (messaging/layers.py): in-process fan-out, and with REDIS_URL one Redis
+# publish per chat event for the other processes (docs/benchmarks.md says why).
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "messaging.layers.ChatChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL] if REDIS_URL else [], "prefix": CHANNEL_LAYER_PREFIX},
     }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+}
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
@@ -172,6 +171,8 @@ TYPING_COALESCE_MS = env_int("TYPING_COALESCE_MS", 1000)
 SYNC_MAX_PER_CHAT = env_int("SYNC_MAX_PER_CHAT", 500)
 WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 20.0)
 WS_PING_TIMEOUT = env_float("WS_PING_TIMEOUT", 20.0)
+# Frames waiting for a socket whose client does not read; past this it is closed (4009).
+WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 1000)
 
 # REST API
 REST_FRAMEWORK = {

@@ -8,11 +8,13 @@ import weakref
 from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
-from accounts.auth import InvalidToken, authenticate_token, query_param
+from accounts.auth import InvalidToken, authenticate_token_async, query_param
 from messaging import events, metrics, presence, protocol, ratelimit, selectors, services
 from messaging.errors import (
     BadRequest,
@@ -23,6 +25,9 @@ from messaging.errors import (
     Unauthorized,
     Unavailable,
 )
+from messaging.loaders import connection_state
+from messaging.outbox import Outbox
+from messaging.writer import writer
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +37,69 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_FLOODING = 4008
+CLOSE_GOING_AWAY = 1001
+CLOSE_SLOW_CLIENT = 4009
 
 # The open connections of this process, for a graceful shutdown.
 live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
-    """Authenticates, joins the user's chats, and turns frames into service calls and back."""
+    """Authenticates, joins the user's chats, and turns frames into service calls and back.
+
+    Outgoing frames all go through `self.outbox`, in order. Group events arrive
+    through `on_event`, which the channel layer calls synchronously for every
+    event addressed to this connection (no queue, no task, no re-encoding).
+    """
+
+    async def __call__(self, scope, receive, send):
+        # Channels' own loop runs a thread hop (close_old_connections) per event and a task
+        # per connection for the layer's queue; this one does neither (docs/benchmarks.md).
+        self.scope = scope
+        self.base_send = send
+        self.outbox = Outbox(send, limit=settings.WS_OUTBOX_LIMIT, on_overflow=self.on_overflow)
+        self.channel_layer = get_channel_layer()
+        self.channel_name = await self.channel_layer.new_channel()
+        self.main_task = asyncio.current_task()
+        self.dropped = False
+        listener = self._attach()
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    await self.receive(message.get("text"), message.get("bytes"))
+                elif kind == "websocket.connect":
+                    await self.connect()
+                elif kind == "websocket.disconnect":
+                    await self.disconnect(message.get("code", 1005))
+                    return
+        except StopConsumer:
+            return
+        except asyncio.CancelledError:
+            if not self.dropped:
+                raise
+            await self.disconnect(CLOSE_SLOW_CLIENT)  # the slow client is let go: clean up
+        finally:
+            if listener is not None:
+                listener.cancel()
+            detach = getattr(self.channel_layer, "detach", None)
+            if detach is not None:
+                detach(self.channel_name)
+            self.outbox.abandon()
+            if self.outbox.task is not None:
+                self.outbox.task.cancel()
+
+    def _attach(self):
+        attach = getattr(self.channel_layer, "attach", None)
+        if attach is not None:
+            attach(self.channel_name, self.on_event)
+            return None
+        return asyncio.ensure_future(self._listen())  # a standard layer: read its queue
+
+    async def _listen(self):
+        while True:
+            self.on_event(await self.channel_layer.receive(self.channel_name))
 
     async def connect(self):
         self.user = self.scope.get("user")
@@ -57,49 +118,50 @@ class ChatConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTS.inc()
         metrics.OPEN_SOCKETS.inc()
 
-        if self.scope.get("auth_error") or not getattr(self.user, "is_authenticated", False):
-            await self.refuse(
-                Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED
+        if self.scope.get("auth_error") == "unavailable":
+            self.refuse(
+                Unavailable("The server cannot check your token right now."), CLOSE_INTERNAL
             )
+            return
+        if self.scope.get("auth_error") or not getattr(self.user, "is_authenticated", False):
+            self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
             return
         self.user_key = str(self.user.pk)
         claimed = query_param(self.scope, "userId")
         if claimed is not None and claimed != self.user_key:
-            await self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
+            self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
             return
         try:
-            chat_ids, co_members = await database_sync_to_async(self._load_state)()
+            state = await connection_state(self.user.pk)
             await self.join(events.user_group(self.user_key))
-            for chat_id in chat_ids:
+            for chat_id in state.chat_ids:
                 await self.join(events.chat_group(chat_id))
                 self.chat_ids.add(str(chat_id))
         except Exception:
             logger.exception("connect failed for user %s", self.user_key)
-            await self.refuse(
-                Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL
-            )
+            self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
             return
         first = presence.connected(self.user_key)
         self.online = True
         live_consumers.add(self)
-        await self.send_frame(
+        self.send_frame(
             protocol.connect_frame(
                 user_id=self.user_key,
                 connection_id=self.connection_id,
                 chats=sorted(self.chat_ids, key=int),
-                online=presence.online_among(co_members),
+                online=presence.online_among(state.co_member_ids),
                 token_expires_at=self.token_expires_at,
             )
         )
         if first:
-            self.announce_presence(co_members, online=True)
+            self.announce_presence(state.co_member_ids, online=True)
         self.schedule_expiry()
 
-    def _load_state(self):
-        return selectors.chat_ids_of(self.user), selectors.co_member_ids(self.user)
-
     async def disconnect(self, code):
+        if getattr(self, "user_key", ...) is ...:
+            return  # never got as far as `connect`
         self.closing = True
+        self.outbox.abandon()
         live_consumers.discard(self)
         metrics.OPEN_SOCKETS.dec()
         metrics.DISCONNECTS.labels(code=str(code)).inc()
@@ -114,12 +176,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 logger.warning("leaving group %s failed", group, exc_info=True)
         self.joined.clear()
         if self.online and presence.disconnected(self.user_key):
+            self.online = False
             try:
-                co_members = await database_sync_to_async(selectors.co_member_ids)(self.user)
-            except DatabaseError:
+                state = await connection_state(self.user.pk)
+            except Exception:
                 logger.warning("presence: co-members of %s unknown", self.user_key, exc_info=True)
             else:
-                self.announce_presence(co_members, online=False)
+                self.announce_presence(state.co_member_ids, online=False)
         self.online = False
 
     # ------------------------------------------------------------ incoming frames
@@ -129,41 +192,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if text_data is None:
             if len(bytes_data or b"") > settings.WS_MAX_FRAME_BYTES:
-                await self.close_with(CLOSE_TOO_BIG)
+                self.close_with(CLOSE_TOO_BIG)
                 return
-            await self.send_error(
-                BadRequest("Binary frames are not supported; send JSON text."), None
-            )
+            self.send_error(BadRequest("Binary frames are not supported; send JSON text."), None)
             return
         if len(text_data) > settings.WS_MAX_FRAME_BYTES or (
             len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES
             and len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_FRAME_BYTES
         ):
-            await self.close_with(CLOSE_TOO_BIG)
+            self.close_with(CLOSE_TOO_BIG)
             return
         if self.token_expires_at is not None and self.token_expires_at <= datetime.now(UTC):
-            await self.expire()
+            self.expire()
             return
         try:
             frame = protocol.parse_frame(text_data)
         except protocol.FrameError as error:
             metrics.FRAMES_IN.labels(type="invalid").inc()
-            await self.send_error(error, error.ref)
+            self.send_error(error, error.ref)
             return
         metrics.FRAMES_IN.labels(type=frame.type_name).inc()
         handler = getattr(self, f"on_{frame.type_name}")
         try:
             await handler(frame)
         except MessagingError as error:
-            await self.send_error(error, protocol.frame_ref(frame))
+            self.send_error(error, protocol.frame_ref(frame))
         except DatabaseError:
             logger.warning("database error on %s frame", frame.type_name, exc_info=True)
-            await self.send_error(Unavailable(), protocol.frame_ref(frame))
+            self.send_error(Unavailable(), protocol.frame_ref(frame))
         except Exception:
             logger.exception("unexpected error on %s frame", frame.type_name)
-            await self.send_error(
-                Unavailable("Internal error; try again."), protocol.frame_ref(frame)
-            )
+            self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
 
     async def on_message(self, frame: protocol.SendMessage):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
@@ -173,22 +232,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             metrics.RATE_LIMITED.inc()
             self.strikes += 1
             if self.strikes > settings.RATE_LIMIT_STRIKES:
-                await self.send_error(RateLimited("Flooding; closing."), protocol.frame_ref(frame))
-                await self.close_with(CLOSE_FLOODING)
+                self.send_error(RateLimited("Flooding; closing."), protocol.frame_ref(frame))
+                self.close_with(CLOSE_FLOODING)
                 return
             raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
         self.strikes = 0
-        message, created = await database_sync_to_async(services.send_message)(
-            sender=self.user,
-            chat_id=frame.chat_id,
-            text=frame.text,
-            client_message_id=frame.client_message_id,
+        message, created = await writer.store(
+            services.Outgoing(self.user, frame.chat_id, frame.text, frame.client_message_id)
         )
-        if created:
-            metrics.MESSAGES_STORED.inc()
-        else:
+        if not created:
             # A retry: the stored copy is this connection's acknowledgement.
-            await self.send_frame(protocol.message_frame(message))
+            self.send_frame(protocol.message_frame(message))
 
     async def on_typing(self, frame: protocol.Typing):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
@@ -223,20 +277,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         summary = {}
         for chat_id, after in frame.chats.items():
             if str(chat_id) not in self.chat_ids:
-                await self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
+                self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
             page = await database_sync_to_async(selectors.missed_messages)(
                 chat_id=chat_id, after_seq=after, limit=settings.SYNC_MAX_PER_CHAT
             )
             for message in page.messages:
-                await self.send_frame(protocol.message_frame(message))
+                self.send_frame(protocol.message_frame(message))
             last = page.messages[-1].seq if page.messages else after
             summary[chat_id] = (last, page.has_more)
-        await self.send_frame(protocol.sync_frame(summary))
+        self.send_frame(protocol.sync_frame(summary))
 
     async def on_auth(self, frame: protocol.Auth):
         try:
-            identity = await database_sync_to_async(authenticate_token)(frame.token)
+            identity = await authenticate_token_async(frame.token)
         except InvalidToken:
             raise Unauthorized(
                 "The token is invalid or expired; the old one stays in force."
@@ -245,36 +299,46 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise Unauthorized("The token belongs to another user; the old one stays in force.")
         self.token_expires_at = identity.expires_at
         self.schedule_expiry()
-        await self.send_frame(protocol.auth_frame(token_expires_at=self.token_expires_at))
+        self.send_frame(protocol.auth_frame(token_expires_at=self.token_expires_at))
 
     async def on_ping(self, frame: protocol.Ping):
-        await self.send_frame(protocol.pong_frame())
+        self.send_frame(protocol.pong_frame())
 
     async def on_disconnect(self, frame: protocol.Disconnect):
-        await self.close_with(CLOSE_NORMAL)
+        self.close_with(CLOSE_NORMAL)
 
     # ------------------------------------------------------------ group events
 
-    async def chat_frame(self, event):
-        """A frame for a chat's members, encoded once by whoever sent it."""
-        chat_id = event["chat_id"]
-        if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
-            return
-        await self.send_text(event["text"])
-        if event.get("sender_id") == self.user_key and chat_id in self.typing:
-            self.stop_typing(chat_id, announce=True)
+    def on_event(self, event: dict) -> None:
+        """Every channel-layer event for this connection, in order, as the layer delivers it."""
+        kind = event["type"]
+        if kind == "chat.frame":
+            # A frame for a chat's members, encoded once by whoever sent it.
+            chat_id = event["chat_id"]
+            if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
+                return
+            self.outbox.push(event["text"])
+            if chat_id in self.typing and event.get("sender_id") == self.user_key:
+                # The typist's message landed: the others hear `isTyping: false` after it.
+                asyncio.get_running_loop().call_soon(self.stop_typing, chat_id, True)
+        elif kind == "user.frame":
+            self.outbox.push(event["text"])
+        elif kind == "user.chat":
+            self.on_membership(event["chat_id"], event["event"])
+        elif kind == "user.banned":
+            self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
+            self.close_with(CLOSE_UNAUTHORIZED)
+        else:
+            logger.warning("unknown event %r for a chat connection", kind)
 
-    async def user_frame(self, event):
-        await self.send_text(event["text"])
-
-    async def user_chat(self, event):
+    def on_membership(self, chat_id: str, change: str) -> None:
         """Joined or left a chat: start or stop receiving it at once."""
-        chat_id, group = event["chat_id"], events.chat_group(event["chat_id"])
-        if event["event"] == "added":
+        group = events.chat_group(chat_id)
+        if change == "added":
             if chat_id in self.chat_ids:
                 return
-            await self.join(group)
             self.chat_ids.add(chat_id)
+            self.spawn(self.join(group))
         else:
             if chat_id not in self.chat_ids:
                 return
@@ -282,18 +346,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.stop_typing(chat_id, announce=True)
             self.chat_ids.discard(chat_id)
             self.joined.discard(group)
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await self.send_frame(protocol.chat_frame(chat_id=chat_id, event=event["event"]))
+            self.spawn(self.channel_layer.group_discard(group, self.channel_name))
+        self.send_frame(protocol.chat_frame(chat_id=chat_id, event=change))
 
-    async def user_banned(self, event):
-        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
-        await self.close_with(CLOSE_UNAUTHORIZED)
+    async def server_shutdown(self):
+        """Say `disconnect` (server_shutdown), close with 1001, and wait until it is sent."""
+        if getattr(self, "user_key", None) is not None:
+            self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="server_shutdown"))
+        self.close_with(CLOSE_GOING_AWAY)
+        await self.outbox.flushed()
 
-    async def server_shutdown(self, event=None):
-        await self.send_frame(
-            protocol.closing_frame(user_id=self.user_key, reason="server_shutdown")
+    def on_overflow(self) -> None:
+        """The client stopped reading and its queue is full: let it go, and resume by `sync`."""
+        metrics.SLOW_CLIENT_DISCONNECTS.inc()
+        logger.warning(
+            "slow client: user %s connection %s dropped (outbox over %d frames)",
+            self.user_key,
+            self.connection_id,
+            self.outbox.limit,
         )
-        await self.close_with(1001)
+        self.closing = True
+        self.dropped = True
+        detach = getattr(self.channel_layer, "detach", None)
+        if detach is not None:
+            detach(self.channel_name)
+        # The socket cannot take even a close frame; ending the application closes the TCP
+        # connection (uvicorn), and `disconnect` cleans up (groups, presence).
+        self.main_task.cancel()
 
     # ------------------------------------------------------------ helpers
 
@@ -301,27 +380,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(group, self.channel_name)
         self.joined.add(group)
 
-    async def send_text(self, text: str):
-        if not self.closing:
-            await self.send(text_data=text)
+    def send_frame(self, frame: dict) -> None:
+        self.outbox.push(protocol.encode(frame))
 
-    async def send_frame(self, frame: dict):
-        await self.send_text(protocol.encode(frame))
-
-    async def send_error(self, error: MessagingError, ref):
+    def send_error(self, error: MessagingError, ref) -> None:
         metrics.ERRORS.labels(code=error.code).inc()
-        await self.send_frame(
+        self.send_frame(
             protocol.error_frame(code=error.code, message=error.message, ref=ref, **error.extra)
         )
 
-    async def refuse(self, error: MessagingError, code: int):
-        await self.send_error(error, None)
-        await self.close_with(code)
+    def refuse(self, error: MessagingError, code: int) -> None:
+        self.send_error(error, None)
+        self.close_with(code)
 
-    async def close_with(self, code: int):
+    def close_with(self, code: int) -> None:
         if not self.closing:
             self.closing = True
-            await self.close(code=code)
+            self.outbox.close(code)
 
     def spawn(self, coroutine):
         task = asyncio.ensure_future(coroutine)
@@ -336,19 +411,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.token_expires_at is None:
             return
         delay = max(0.0, (self.token_expires_at - datetime.now(UTC)).total_seconds())
-        self.expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: self.spawn(self.expire())
-        )
+        self.expiry = asyncio.get_running_loop().call_later(delay, self.expire)
 
-    async def expire(self):
-        await self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
-        await self.close_with(CLOSE_UNAUTHORIZED)
+    def expire(self):
+        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
+        self.close_with(CLOSE_UNAUTHORIZED)
 
     def publish_typing(self, chat_id: str, is_typing: bool):
         frame = protocol.typing_frame(chat_id=chat_id, user_id=self.user_key, is_typing=is_typing)
         event = events.chat_frame_event(chat_id, frame)
         event["skip_user"] = self.user_key
-        self.spawn(self.channel_layer.group_send(events.chat_group(chat_id), event))
+        self.group_send(events.chat_group(chat_id), event)
 
     def stop_typing(self, chat_id: str, announce: bool, force: bool = False):
         """End a typing state (timer, message sent, close); tell the others `isTyping: false`."""
@@ -363,7 +436,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             protocol.presence_frame(user_id=self.user_key, online=online)
         )
         for user_id in user_ids:
-            self.spawn(self.channel_layer.group_send(events.user_group(user_id), event))
+            self.group_send(events.user_group(user_id), event)
+
+    def group_send(self, group: str, event: dict) -> None:
+        send_now = getattr(self.channel_layer, "group_send_nowait", None)
+        if send_now is not None:
+            send_now(group, event)
+        else:
+            self.spawn(self.channel_layer.group_send(group, event))
 
 
 class _TypingState:

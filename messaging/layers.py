@@ -9,26 +9,30 @@ per member (or drop past a capacity of 100 with an INFO line). Here a
 outbound queue), and publishes it to Redis once per group, where every other
 process that has members of the group receives it once and does the same.
 
-Events without a sink (or of other types) go to the channel's queue, so the
-layer still serves any consumer the standard way.
+A channel with a sink receives every event through it, in order, without a
+queue or a task; channels without one (any ordinary consumer) get the standard
+queue, so the layer still serves everything else in Django.
 """
 
 import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 
 import orjson
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
+from messaging import metrics
+
 logger = logging.getLogger(__name__)
 
-# Event types a registered sink takes directly, without waking the consumer task.
-SINK_TYPES = frozenset({"chat.frame", "user.frame"})
-
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+# Events waiting for Redis while it is away; past this the oldest are dropped (and counted).
+MAX_OUTGOING = 100_000
 
 
 class ChatChannelLayer(BaseChannelLayer):
@@ -52,7 +56,7 @@ class ChatChannelLayer(BaseChannelLayer):
         return f"{prefix}.{self.process_id}!{secrets.token_hex(8)}"
 
     def attach(self, channel: str, sink: Callable[[dict], None]) -> None:
-        """Route sink-type events for `channel` to `sink` (called in the event loop)."""
+        """Hand every event for `channel` to `sink`, synchronously, in the event loop."""
         self.sinks[channel] = sink
 
     def detach(self, channel: str) -> None:
@@ -66,10 +70,13 @@ class ChatChannelLayer(BaseChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         if self._is_local(channel):
-            self._deliver_to_channel(channel, message)
+            if self._foreign_loop():
+                self.loop.call_soon_threadsafe(self._deliver_quietly, channel, message)
+            else:
+                self._deliver_to_channel(channel, message)
         elif self.redis_url:
             owner = channel.split("!", 1)[0].rsplit(".", 1)[-1]
-            await self._bridge().publish(f"p:{owner}", {"c": channel, "m": message})
+            await self._publish(f"p:{owner}", {"c": channel, "m": message})
 
     async def receive(self, channel):
         self.require_valid_channel_name(channel)
@@ -84,7 +91,7 @@ class ChatChannelLayer(BaseChannelLayer):
 
     def _deliver_to_channel(self, channel: str, message: dict) -> None:
         sink = self.sinks.get(channel)
-        if sink is not None and message.get("type") in SINK_TYPES:
+        if sink is not None:
             sink(message)
             return
         queue = self.channels.get(channel)
@@ -127,14 +134,41 @@ class ChatChannelLayer(BaseChannelLayer):
         """Deliver to local members now, then publish once for the other processes."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
-        running = asyncio.get_running_loop()
-        if self.loop is None or self.loop is running or self.loop.is_closed():
-            self.deliver_group(group, message)
-        else:
-            # Called from another thread's loop (async_to_sync): members live in the main loop.
+        if self._foreign_loop():
+            # Sync code's async_to_sync outside the server's loop: members live in that loop.
             self.loop.call_soon_threadsafe(self.deliver_group, group, message)
+            if self.redis_url:
+                await self._publish(f"g:{group}", {"g": group, "m": message})
+            return
+        self.group_send_nowait(group, message)
+
+    def group_send_nowait(self, group: str, message: dict) -> None:
+        """`group_send` for code running in the layer's event loop, without awaiting:
+        local members have the event when this returns, and the Redis publish is queued
+        behind the earlier ones, so one process publishes in the order it sends."""
+        self.deliver_group(group, message)
         if self.redis_url:
-            await self._bridge().publish(f"g:{group}", {"g": group, "m": message})
+            self._bridge().publish_soon(f"g:{group}", {"g": group, "m": message})
+
+    def _foreign_loop(self) -> bool:
+        if self.loop is None or self.loop.is_closed():
+            return False
+        try:
+            return asyncio.get_running_loop() is not self.loop
+        except RuntimeError:
+            return True
+
+    async def _publish(self, name: str, payload: dict) -> None:
+        if self._foreign_loop():
+            await RedisBridge.publish_once(self, name, payload)
+        else:
+            self._bridge().publish_soon(name, payload)
+
+    def _deliver_quietly(self, channel: str, message: dict) -> None:
+        try:
+            self._deliver_to_channel(channel, message)
+        except ChannelFull:
+            logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
 
     def deliver_group(self, group: str, message: dict) -> None:
         members = self.groups.get(group)
@@ -178,9 +212,8 @@ class ChatChannelLayer(BaseChannelLayer):
     def _bridge(self) -> "RedisBridge":
         running = asyncio.get_running_loop()
         if self.bridge is None or self.bridge.loop is not running:
-            if self.loop is not running and self.loop is not None and not self.loop.is_closed():
-                # A foreign, short-lived loop (async_to_sync outside a server): publish only.
-                return RedisBridge(self, running, publish_only=True)
+            if self.loop is None or self.loop.is_closed():
+                self.loop = running
             self.bridge = RedisBridge(self, running)
         return self.bridge
 
@@ -188,37 +221,84 @@ class ChatChannelLayer(BaseChannelLayer):
 class RedisBridge:
     """One process's link to Redis: publishes, and one subscriber connection that reconnects itself."""
 
-    def __init__(self, layer: ChatChannelLayer, loop, publish_only: bool = False):
-        import redis.asyncio as redis
-
+    def __init__(self, layer: ChatChannelLayer, loop):
         self.layer = layer
         self.loop = loop
-        self.publish_only = publish_only
-        self.client = redis.Redis.from_url(
-            layer.redis_url,
+        self.client = self.connect(layer.redis_url)
+        self.wanted: set[str] = {f"p:{layer.process_id}"}
+        self.pubsub = None
+        self.ready = asyncio.Event()
+        self.listener: asyncio.Task = loop.create_task(self.listen())
+        self.outgoing: deque[tuple[str, bytes]] = deque()
+        self.publisher: asyncio.Task | None = None
+
+    @staticmethod
+    def connect(url: str):
+        import redis.asyncio as redis
+
+        return redis.Redis.from_url(
+            url,
             max_connections=None,  # redis-py 8's default of 100 fails under handshake bursts
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=15,
         )
-        self.wanted: set[str] = set()
-        self.pubsub = None
-        self.listener: asyncio.Task | None = None
-        self.ready = asyncio.Event()
-        if not publish_only:
-            self.wanted.add(f"p:{layer.process_id}")
-            self.listener = loop.create_task(self.listen())
 
     def key(self, name: str) -> str:
         return f"{self.layer.prefix}:{name}"
 
-    async def publish(self, name: str, payload: dict) -> None:
-        data = orjson.dumps({"o": self.layer.process_id, **payload})
+    def encode(self, payload: dict) -> bytes:
+        return orjson.dumps({"o": self.layer.process_id, **payload})
+
+    def publish_soon(self, name: str, payload: dict) -> None:
+        """Queue a publish; one task sends the queue in order, pipelined."""
+        if len(self.outgoing) >= MAX_OUTGOING:
+            self.outgoing.popleft()
+            metrics.LAYER_SEND_FAILURES.inc()
+            logger.warning("redis publish queue full; the oldest event was dropped")
+        self.outgoing.append((self.key(name), self.encode(payload)))
+        if self.publisher is None:
+            self.publisher = self.loop.create_task(self.publish_queued())
+
+    async def publish_queued(self) -> None:
         try:
-            await self.client.publish(self.key(name), data)
+            attempt = 0
+            while self.outgoing:
+                batch = list(self.outgoing)
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for key, data in batch:
+                            pipe.publish(key, data)
+                        await pipe.execute()
+                except Exception as exc:
+                    if attempt >= len(RECONNECT_DELAYS):
+                        # Redis stays down: drop what waits (it is stored; clients `sync`).
+                        metrics.LAYER_SEND_FAILURES.inc(len(batch))
+                        logger.warning(
+                            "redis publish failed (%s); %d events dropped", exc, len(batch)
+                        )
+                        for _ in batch:
+                            self.outgoing.popleft()
+                        attempt = 0
+                        continue
+                    await asyncio.sleep(RECONNECT_DELAYS[attempt])
+                    attempt += 1
+                    continue
+                attempt = 0
+                for _ in batch:
+                    self.outgoing.popleft()
         finally:
-            if self.publish_only:
-                await self.client.aclose()
+            self.publisher = None
+
+    @classmethod
+    async def publish_once(cls, layer: ChatChannelLayer, name: str, payload: dict) -> None:
+        """Publish from a short-lived foreign loop (async_to_sync outside the server)."""
+        client = cls.connect(layer.redis_url)
+        try:
+            data = orjson.dumps({"o": layer.process_id, **payload})
+            await client.publish(f"{layer.prefix}:{name}", data)
+        finally:
+            await client.aclose()
 
     async def subscribe(self, name: str) -> None:
         self.wanted.add(name)
@@ -285,8 +365,10 @@ class RedisBridge:
                 logger.warning("channel %s is full; remote event dropped", envelope["c"])
 
     async def close(self) -> None:
+        for task in (self.publisher, self.listener):
+            if task is not None:
+                task.cancel()
         if self.listener is not None:
-            self.listener.cancel()
             with contextlib.suppress(BaseException):
                 await self.listener
         with contextlib.suppress(Exception):

@@ -26,6 +26,26 @@ def co_member_ids(user) -> set[int]:
     )
 
 
+def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict]:
+    """For each user: their chat ids, and the ids of the users who share one (two queries)."""
+    chats: dict[int, list[int]] = {}
+    for user_id, chat_id in Membership.objects.filter(user_id__in=user_ids).values_list(
+        "user_id", "chat_id"
+    ):
+        chats.setdefault(user_id, []).append(chat_id)
+    members: dict[int, list[int]] = {}
+    their_chats = Membership.objects.filter(user_id__in=user_ids).values("chat_id")
+    for chat_id, user_id in Membership.objects.filter(chat_id__in=their_chats).values_list(
+        "chat_id", "user_id"
+    ):
+        members.setdefault(chat_id, []).append(user_id)
+    co_members = {
+        user_id: {m for chat_id in chat_ids for m in members.get(chat_id, ())} - {user_id}
+        for user_id, chat_ids in chats.items()
+    }
+    return chats, co_members
+
+
 def member_ids(chat_id) -> list[int]:
     return list(Membership.objects.filter(chat_id=chat_id).values_list("user_id", flat=True))
 
@@ -65,6 +85,7 @@ def chats_for_list(user):
     """The user's chats, most recent activity first, annotated with `read_seq` and `unread_count`.
 
     `unread_count` counts messages after the read position sent by others and not deleted.
+    Every member's read position comes along, for "Seen" receipts.
     """
     receipts = ReadReceipt.objects.filter(chat=OuterRef("pk"), user=user).values("seq")[:1]
     unread = (
@@ -83,7 +104,8 @@ def chats_for_list(user):
         .annotate(unread_count=Coalesce(Subquery(unread), 0))
         .annotate(activity=Coalesce("last_message_at", "created_at"))
         .prefetch_related(
-            Prefetch("memberships", queryset=Membership.objects.select_related("user"))
+            Prefetch("memberships", queryset=Membership.objects.select_related("user")),
+            Prefetch("read_receipts", queryset=ReadReceipt.objects.only("chat", "user", "seq")),
         )
         .order_by("-activity", "-id")
     )

@@ -12,7 +12,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from messaging import events, protocol
+from messaging import events, metrics, protocol
 from messaging.errors import (
     BadRequest,
     Forbidden,
@@ -25,7 +25,7 @@ from messaging.models import Chat, Membership, Message, ReadReceipt
 
 # Held from a message's seq allocation until its broadcast has been handed to the
 # channel layer, so one process publishes a chat's messages in seq order.
-_publish_order = threading.Lock()
+publish_order = threading.Lock()
 
 
 def _unavailable_on_database_error(function):
@@ -189,7 +189,7 @@ def send_message(
     """
     text = protocol.parse_text(text)
     client_message_id = protocol.parse_client_message_id(client_message_id)
-    with _publish_order:
+    with publish_order:
         (result,) = store_messages([Outgoing(sender, chat_id, text, client_message_id)])
         if isinstance(result, MessagingError):
             raise result
@@ -292,6 +292,7 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
                 messages.append(message)
                 results[index] = (message, True)
         Message.objects.bulk_create(messages)
+    metrics.MESSAGES_STORED.inc(len(messages))
 
 
 @_unavailable_on_database_error
@@ -349,13 +350,27 @@ def restore_message(*, message: Message) -> bool:
 
 @_unavailable_on_database_error
 def set_muted(*, chat_id, user_id, muted: bool) -> bool:
-    """Mute or unmute a member: a muted member's sends are refused with `forbidden`."""
-    return bool(Membership.objects.filter(chat_id=chat_id, user_id=user_id).update(muted=muted))
+    """Mute or unmute a member: a muted member's sends are refused with `forbidden`.
+
+    Returns False when nothing changed (not a member, or already in that state).
+    """
+    members = Membership.objects.filter(chat_id=chat_id, user_id=user_id, muted=not muted)
+    return bool(members.update(muted=muted))
 
 
 @_unavailable_on_database_error
-def ban_user(*, user) -> None:
-    """Deactivate a user: their tokens stop working and every socket of theirs closes."""
+def ban_user(*, user, moderator=None) -> None:
+    """Deactivate a user: their tokens stop working and every socket of theirs closes.
+
+    A `moderator` cannot ban themselves, and only a superuser can ban staff, so
+    that no moderator can lock out the others or the admins. Banning a user
+    already inactive closes any socket left open.
+    """
+    if moderator is not None:
+        if user.pk == moderator.pk:
+            raise Forbidden("You cannot ban yourself.")
+        if (user.is_staff or user.is_superuser) and not moderator.is_superuser:
+            raise Forbidden("Only a superuser can ban staff.")
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])

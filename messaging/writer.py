@@ -1,96 +1,86 @@
-"""The batching message writer of the socket path: group commit, stored before delivered.
+"""The socket path's message writer: group commit, stored before delivered, in seq order.
 
-Each socket's `message` frame becomes a request here; while one batch is in the
-database, the next accumulates, so under load one transaction stores many
+Each `message` frame becomes a request here; while one batch is in the
+database the next accumulates, so under load one transaction stores many
 messages (PERFORMANCE_NOTES.md: one insert per transaction serialises on one
-thread and caps throughput near 1,300 messages/s). The batch runs on a
-dedicated thread with its own database connection; after it commits, every new
-message is broadcast in seq order and each sender's call returns.
+thread and caps throughput near 1,300 messages/s).
+
+Order: the batch is stored and its broadcasts handed to the event loop while
+`services.publish_order` is held, the lock the REST path holds from storing to
+publishing. The loop runs handed-over callbacks first in, first out, so this
+process publishes each chat's messages in seq order.
 """
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from channels.layers import get_channel_layer
-from django.db import DatabaseError, close_old_connections
 
+from biogram.batching import BatchRunner
 from messaging import events, metrics, services
 from messaging.errors import MessagingError, Unavailable
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 500
+_background: set[asyncio.Task] = set()
 
 
 class MessageWriter:
-    def __init__(self):
-        self.loop = None
-        self.pending: list = []
-        self.wakeup: asyncio.Event | None = None
-        self.task: asyncio.Task | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="message-writer")
+    def __init__(self, max_batch: int = 500):
+        self.runner = BatchRunner(self._store, name="message-writer", max_batch=max_batch)
 
     async def store(self, request: services.Outgoing):
-        """Store one message (in whatever batch it joins); returns (message, created) or raises."""
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop or self.task is None or self.task.done():
-            self.loop = loop
-            self.pending = []
-            self.wakeup = asyncio.Event()
-            self.task = loop.create_task(self.run())
-        future = loop.create_future()
-        self.pending.append((request, future))
-        self.wakeup.set()
-        return await future
+        """Store one message; (message, created), or raises the MessagingError refusing it.
 
-    async def run(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.pending:
-                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-                requests = [request for request, _ in batch]
-                try:
-                    results = await loop.run_in_executor(self.executor, _store, requests)
-                except Exception as exc:
-                    logger.warning("storing a batch of %d failed: %s", len(batch), exc)
-                    error = Unavailable() if isinstance(exc, DatabaseError) else exc
-                    results = [error] * len(batch)
-                await self.broadcast(results)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+        Returns once the message is committed and its broadcast is on its way.
+        """
+        try:
+            return await self.runner.submit(request)
+        except MessagingError:
+            raise
+        except Exception as exc:
+            raise Unavailable() from exc
 
-    async def broadcast(self, results) -> None:
-        created = [r[0] for r in results if isinstance(r, tuple) and r[1]]
-        if not created:
-            return
-        metrics.MESSAGES_STORED.inc(len(created))
-        layer = get_channel_layer()
-        for message in created:
+    def _store(self, requests: list) -> list:
+        loop = self.runner.loop
+        with services.publish_order:
             try:
-                await layer.group_send(
-                    events.chat_group(message.chat_id), events.message_event(message)
-                )
-            except Exception:
-                metrics.LAYER_SEND_FAILURES.inc()
-                logger.exception("broadcast of message %s failed", message.pk)
+                results = services.store_messages(requests)
+            except MessagingError as error:
+                return [error] * len(requests)
+            created = [r[0] for r in results if isinstance(r, tuple) and r[1]]
+            if created:
+                broadcasts = [
+                    (events.chat_group(m.chat_id), events.message_event(m)) for m in created
+                ]
+                loop.call_soon_threadsafe(_broadcast, broadcasts)
+        return results
 
 
-def _store(requests):
-    close_old_connections()
-    try:
-        return services.store_messages(requests)
-    except MessagingError as error:
-        return [error] * len(requests)
-    finally:
-        close_old_connections()
+def _broadcast(broadcasts: list) -> None:
+    """Hand a batch's messages to the channel layer, in order (runs in the event loop)."""
+    layer = get_channel_layer()
+    send_now = getattr(layer, "group_send_nowait", None)
+    if send_now is None:  # another channel layer: a task per batch
+        task = asyncio.ensure_future(_broadcast_async(layer, broadcasts))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return
+    for group, event in broadcasts:
+        try:
+            send_now(group, event)
+        except Exception:
+            metrics.LAYER_SEND_FAILURES.inc()
+            logger.exception("broadcast to %s failed", group)
+
+
+async def _broadcast_async(layer, broadcasts: list) -> None:
+    for group, event in broadcasts:
+        try:
+            await layer.group_send(group, event)
+        except Exception:
+            metrics.LAYER_SEND_FAILURES.inc()
+            logger.exception("broadcast to %s failed", group)
 
 
 writer = MessageWriter()

@@ -283,8 +283,9 @@ async def test_same_client_message_id_from_two_users_are_two_messages(
 
 async def test_muted_member_sending_is_forbidden(user, other_user, chat, connect):
     await db_call(services.set_muted)(chat_id=chat.pk, user_id=user.pk, muted=True)
-    alice = await connect(user)
     bob = await connect(other_user)
+    alice = await connect(user)
+    await bob.receive_type("connect")  # alice's presence
 
     await alice.send("message", chatId=str(chat.pk), text="can you hear me", clientMessageId="mu")
 

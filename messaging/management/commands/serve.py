@@ -23,6 +23,9 @@ class Command(BaseCommand):
             host=host,
             port=port,
             lifespan="off",
+            ws="websockets-sansio",  # the lightest of uvicorn's WebSocket stacks (benchmarks.md)
+            # Chat frames are small; compression would cost CPU and ~40 KB of zlib state per socket.
+            ws_per_message_deflate=False,
             log_config=None,  # Django's LOGGING (with token redaction) stays in charge
             # Frames over the protocol's hard limit close the socket with 1009.
             ws_max_size=settings.WS_MAX_FRAME_BYTES,

@@ -1,0 +1,79 @@
+"""BatchRunner: requests that arrive while one batch is in the database join the next one.
+
+The socket path's database work (storing messages, authenticating and loading
+a connection's chats) goes through runners like this instead of one
+`database_sync_to_async` call per request: under load one query or one
+transaction serves hundreds of requests, and an idle server answers a lone
+request at once. Each runner owns one worker thread, and so one database
+connection (Django's connections are per thread).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import DatabaseError, close_old_connections
+
+logger = logging.getLogger(__name__)
+
+
+class BatchRunner:
+    """Runs `handle(items) -> results` (one result or exception per item) on its own thread."""
+
+    def __init__(self, handle: Callable[[list], list], *, name: str, max_batch: int = 500):
+        self.handle = handle
+        self.name = name
+        self.max_batch = max_batch
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: list = []
+        self.wakeup: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, item):
+        """The result for `item`, once the batch it joined has run; raises the item's exception."""
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop or self.task is None or self.task.done():
+            self._start(loop)
+        future = loop.create_future()
+        self.pending.append((item, future))
+        self.wakeup.set()
+        return await future
+
+    def _start(self, loop) -> None:
+        # A new event loop (each test has its own) or a runner task that died: start afresh.
+        self.loop = loop
+        self.pending = []
+        self.wakeup = asyncio.Event()
+        self.task = loop.create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                batch = self.pending[: self.max_batch]
+                del self.pending[: self.max_batch]
+                items = [item for item, _ in batch]
+                try:
+                    results = await loop.run_in_executor(self.executor, self._call, items)
+                except Exception as exc:  # the whole batch failed: each caller hears why
+                    logger.warning("%s: a batch of %d failed: %r", self.name, len(items), exc)
+                    results = [exc] * len(items)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the caller went away (socket closed)
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+
+    def _call(self, items: list) -> list:
+        close_old_connections()  # drops a connection the database broke, so it can come back
+        try:
+            return self.handle(items)
+        except DatabaseError:
+            close_old_connections()
+            raise

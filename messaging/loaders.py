@@ -1,0 +1,33 @@
+"""Batched reads of the connect path: what a new socket needs, many sockets per query.
+
+A burst of connections (a deploy, a reconnect storm) loads each user's chats
+and co-members in one query per batch instead of one thread hop and three
+queries per socket.
+"""
+
+from dataclasses import dataclass
+
+from biogram.batching import BatchRunner
+from messaging import selectors
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    chat_ids: list[int]
+    co_member_ids: set[int]
+
+
+def _load(user_ids: list[int]) -> list[ConnectionState]:
+    chats, co_members = selectors.chats_and_co_members(set(user_ids))
+    return [
+        ConnectionState(chats.get(user_id, []), co_members.get(user_id, set()))
+        for user_id in user_ids
+    ]
+
+
+_runner = BatchRunner(_load, name="connection-loader", max_batch=500)
+
+
+async def connection_state(user_id: int) -> ConnectionState:
+    """The chats the user is in and the users who share one with them."""
+    return await _runner.submit(user_id)
