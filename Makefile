@@ -10,7 +10,7 @@ export HOST PORT
 PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
-.PHONY: run dev test test-default test-postgres lint format services install install-dev audit clean
+.PHONY: run dev test test-default test-postgres lint format services install install-dev audit clean browser screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,12 +56,20 @@ services:
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
 test: lint test-default test-postgres
 
-test-default: install-dev
+test-default: install-dev browser
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
 
-test-postgres: install-dev services
+test-postgres: install-dev services browser
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
 	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db
+
+## browser: Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+## screenshots: run the browser tests and keep their screenshots in docs/screenshots/.
+screenshots: install-dev browser
+	env -u DATABASE_URL -u REDIS_URL BIOGRAM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -m browser
 
 audit: install-dev
 	$(PY) -m pip install -q pip-audit

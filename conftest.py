@@ -35,6 +35,25 @@ def django_db_modify_db_settings():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _close_worker_connections(django_db_setup, django_db_blocker):
+    """Worker threads (batch runners, asgiref's executor) may hold connections to the test
+    database; close them before it is dropped. On PostgreSQL, end any left in this test
+    database (it is ours, made for this run)."""
+    yield
+    from django.db import connection
+
+    from biogram import batching
+
+    batching.close_connections()
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _remove_sqlite_side_files():
     """SQLite's WAL and shared-memory files outlive the test database it deletes."""
     yield

@@ -5,25 +5,33 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
 from accounts.models import User
 from messaging import services
+from messaging.errors import Forbidden
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     actions = ["ban_users"]
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not request.user.has_perm("accounts.ban_user"):
-            actions.pop("ban_users", None)
-        return actions
+    def has_ban_permission(self, request):
+        return request.user.has_perm("accounts.ban_user")
 
-    @admin.action(description="Ban selected users (deactivate; their sockets close)")
+    @admin.action(
+        description="Ban selected users (deactivate; their sockets close)", permissions=["ban"]
+    )
     def ban_users(self, request, queryset):
         count = 0
         for user in queryset.filter(is_active=True):
-            if user.pk == request.user.pk:
+            try:
+                services.ban_user(user=user, moderator=request.user)
+            except Forbidden as refusal:
+                self.message_user(request, f"{user} was not banned: {refusal}", messages.WARNING)
                 continue
-            services.ban_user(user=user)
             self.log_change(request, user, "Banned (deactivated).")
             count += 1
         self.message_user(request, f"{count} user(s) banned.", messages.SUCCESS)
+
+    # Unticking "active" on the form is a ban too: the user's sockets must close.
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            services.ban_user(user=obj)

@@ -1,14 +1,18 @@
-"""REST views of accounts: registration, the current user, and the user directory."""
+"""REST views of accounts: registration, the current user, the user directory, the page's token."""
+
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import authentication, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.tokens import AccessToken
 
+from messaging import protocol
 from messaging.errors import Forbidden
 
 USER_SEARCH_LIMIT = 50
@@ -88,3 +92,28 @@ class UserListView(APIView):
             users = users.filter(username__icontains=search[:150])
         users = users.order_by("username")[:USER_SEARCH_LIMIT]
         return Response([user_data(user) for user in users])
+
+
+class SessionTokenOutput(serializers.Serializer):
+    access = serializers.CharField()
+    expiresAt = serializers.DateTimeField()  # noqa: N815
+
+
+class SessionTokenView(APIView):
+    """An access token for the logged-in user of the built-in page, for its socket.
+
+    Only the session (with its CSRF check) is accepted here: a Bearer token must
+    not be able to mint itself successors, that is the refresh token's job.
+    """
+
+    authentication_classes = [authentication.SessionAuthentication]
+
+    def get_authenticate_header(self, request):
+        # A WWW-Authenticate header makes a missing session a 401, as everywhere in the API.
+        return 'Session realm="api"'
+
+    @extend_schema(request=None, responses=SessionTokenOutput)
+    def post(self, request):
+        token = AccessToken.for_user(request.user)
+        expires_at = datetime.fromtimestamp(int(token["exp"]), tz=UTC)
+        return Response({"access": str(token), "expiresAt": protocol.format_time(expires_at)})

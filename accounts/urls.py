@@ -1,4 +1,4 @@
-"""URLs of accounts: registration, JWT, the current user, the user directory."""
+"""URLs of accounts: registration, JWT, the current user, the user directory, the page's token."""
 
 from django.urls import path
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
@@ -11,4 +11,5 @@ urlpatterns = [
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("me/", api.MeView.as_view(), name="me"),
     path("users/", api.UserListView.as_view(), name="users"),
+    path("session/token/", api.SessionTokenView.as_view(), name="session-token"),
 ]

@@ -10,12 +10,21 @@ connection (Django's connections are per thread).
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import DatabaseError, close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
+
+_runners: "weakref.WeakSet[BatchRunner]" = weakref.WeakSet()
+
+
+def close_connections() -> None:
+    """Close every runner thread's database connections (before a test database is dropped)."""
+    for runner in list(_runners):
+        runner.executor.submit(connections.close_all).result()
 
 
 class BatchRunner:
@@ -30,6 +39,7 @@ class BatchRunner:
         self.pending: list = []
         self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
+        _runners.add(self)
 
     async def submit(self, item):
         """The result for `item`, once the batch it joined has run; raises the item's exception."""
@@ -71,9 +81,10 @@ class BatchRunner:
                         future.set_result(result)
 
     def _call(self, items: list) -> list:
-        close_old_connections()  # drops a connection the database broke, so it can come back
+        # Around each batch, as Django does around each request: a connection the database
+        # broke is dropped (so it comes back), one past CONN_MAX_AGE is closed.
+        close_old_connections()
         try:
             return self.handle(items)
-        except DatabaseError:
+        finally:
             close_old_connections()
-            raise

@@ -1,14 +1,18 @@
-"""Root URLs: the web page, the REST API, its schema, the admin and the operations endpoints."""
+"""Root URLs: the web pages, the REST API, its schema, the admin and the operations endpoints."""
 
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import views as account_pages
 from biogram import ops
 from messaging import views as pages
 
 urlpatterns = [
     path("", pages.index, name="index"),
+    path("login/", account_pages.LoginPage.as_view(), name="login"),
+    path("register/", account_pages.register, name="register-page"),
+    path("logout/", account_pages.LogoutPage.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", include("accounts.urls")),
     path("api/", include("messaging.api.urls")),

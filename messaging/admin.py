@@ -1,17 +1,47 @@
 """Moderation in the Django admin: every action goes through a service, so it reaches live sockets."""
 
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.contrib.auth import get_permission_codename
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from messaging import services
 from messaging.models import Chat, Membership, Message, ReadReceipt
+
+
+class ModerationAdmin(admin.ModelAdmin):
+    """Rows shown read-only: they change only through actions that call a service.
+
+    A raw add, edit or delete would skip the notification live sockets depend on.
+    Actions declared with `permissions=["moderate"]` need the model's
+    `moderate_<model>` permission.
+    """
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_moderate_permission(self, request):
+        codename = get_permission_codename("moderate", self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+
+def count_in_chat(model):
+    """The chat's rows of `model`, counted in a subquery: joining two relations multiplies rows."""
+    rows = model.objects.filter(chat=OuterRef("pk")).order_by().values("chat")
+    return Coalesce(Subquery(rows.annotate(total=Count("pk")).values("total")), 0)
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     fields = ["user", "role", "muted", "joined_at"]
-    readonly_fields = ["user", "role", "muted", "joined_at"]
+    readonly_fields = fields
     can_delete = False
     show_change_link = True
 
@@ -19,6 +49,10 @@ class MembershipInline(admin.TabularInline):
     # MembershipAdmin, never through this inline's raw save.
     def has_add_permission(self, request, obj=None):
         return False
+
+    # Each row shows its user: one query for all of them, not one per row.
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
 
 
 @admin.register(Chat)
@@ -34,10 +68,7 @@ class ChatAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(
-                members=Count("memberships", distinct=True),
-                message_total=Count("messages", distinct=True),
-            )
+            .annotate(members=count_in_chat(Membership), message_total=count_in_chat(Message))
         )
 
     @admin.display(description="members", ordering="members")
@@ -69,7 +100,7 @@ class DeletedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ModerationAdmin):
     list_display = ["id", "chat", "seq", "sender", "short_text", "created_at", "is_deleted"]
     list_filter = [
         DeletedFilter,
@@ -97,37 +128,23 @@ class MessageAdmin(admin.ModelAdmin):
     def short_text(self, message):
         return message.text if len(message.text) <= 80 else message.text[:77] + "…"
 
-    @admin.display(description="deleted", boolean=True)
+    @admin.display(description="deleted", boolean=True, ordering="deleted_at")
     def is_deleted(self, message):
-        return message.deleted_at is not None
+        return message.is_deleted
 
-    # Messages are written by their senders only; moderation deletes and restores.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not request.user.has_perm("messaging.moderate_message"):
-            actions.pop("delete_messages", None)
-            actions.pop("restore_messages", None)
-        return actions
-
-    @admin.action(description="Delete selected messages (members see them removed)")
+    @admin.action(
+        description="Delete selected messages (members see them removed)",
+        permissions=["moderate"],
+    )
     def delete_messages(self, request, queryset):
         count = 0
-        for message in queryset.select_related("chat"):
+        for message in queryset:
             if services.delete_message(message=message, moderator=request.user):
                 self.log_change(request, message, "Deleted by a moderator.")
                 count += 1
         self.message_user(request, f"{count} message(s) deleted.", messages.SUCCESS)
 
-    @admin.action(description="Restore selected messages")
+    @admin.action(description="Restore selected messages", permissions=["moderate"])
     def restore_messages(self, request, queryset):
         count = 0
         for message in queryset:
@@ -138,7 +155,7 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ModerationAdmin):
     list_display = ["id", "chat", "user", "role", "muted", "joined_at"]
     list_filter = ["role", "muted"]
     list_select_related = ["chat", "user"]
@@ -146,64 +163,43 @@ class MembershipAdmin(admin.ModelAdmin):
     readonly_fields = ["chat", "user", "role", "muted", "joined_at"]
     actions = ["mute_members", "unmute_members", "remove_members"]
 
-    # Joining happens through the API; the admin mutes and removes.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not request.user.has_perm("messaging.moderate_membership"):
-            for name in ["mute_members", "unmute_members", "remove_members"]:
-                actions.pop(name, None)
-        return actions
-
-    def _set_muted(self, request, queryset, muted: bool):
-        for membership in queryset:
-            services.set_muted(chat_id=membership.chat_id, user_id=membership.user_id, muted=muted)
-            self.log_change(request, membership, "Muted." if muted else "Unmuted.")
-        word = "muted" if muted else "unmuted"
-        self.message_user(request, f"{queryset.count()} member(s) {word}.", messages.SUCCESS)
-
-    @admin.action(description="Mute selected members")
+    @admin.action(description="Mute selected members", permissions=["moderate"])
     def mute_members(self, request, queryset):
-        self._set_muted(request, queryset, True)
+        self.set_muted(request, queryset, muted=True)
 
-    @admin.action(description="Unmute selected members")
+    @admin.action(description="Unmute selected members", permissions=["moderate"])
     def unmute_members(self, request, queryset):
-        self._set_muted(request, queryset, False)
+        self.set_muted(request, queryset, muted=False)
 
-    @admin.action(description="Remove selected members from their chats")
+    def set_muted(self, request, queryset, *, muted: bool):
+        count = 0
+        for membership in queryset.select_related("chat", "user"):
+            if services.set_muted(
+                chat_id=membership.chat_id, user_id=membership.user_id, muted=muted
+            ):
+                self.log_change(request, membership, "Muted." if muted else "Unmuted.")
+                count += 1
+        word = "muted" if muted else "unmuted"
+        self.message_user(request, f"{count} member(s) {word}.", messages.SUCCESS)
+
+    @admin.action(description="Remove selected members from their chats", permissions=["moderate"])
     def remove_members(self, request, queryset):
         count = 0
-        for membership in list(queryset.select_related("chat", "user")):
-            self.log_change(request, membership.chat, f"Removed member {membership.user}.")
+        for membership in queryset.select_related("chat", "user"):
             services.remove_member(
                 actor=request.user,
                 chat_id=membership.chat_id,
                 user_id=membership.user_id,
                 by_moderator=True,
             )
+            # Logged on the chat: the membership row is gone.
+            self.log_change(request, membership.chat, f"Removed member {membership.user}.")
             count += 1
         self.message_user(request, f"{count} member(s) removed.", messages.SUCCESS)
 
 
 @admin.register(ReadReceipt)
-class ReadReceiptAdmin(admin.ModelAdmin):
+class ReadReceiptAdmin(ModerationAdmin):
     list_display = ["id", "chat", "user", "seq", "read_at"]
     list_select_related = ["chat", "user"]
     search_fields = ["user__username"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from messaging import events, metrics, protocol
+from messaging import events, metrics, protocol, storage
 from messaging.errors import (
     BadRequest,
     Forbidden,
@@ -210,14 +209,13 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     broadcast here: the caller does it after this returns (after the commit).
     """
     results: list = [None] * len(batch)
-    stored = _stored_by_client_id(batch)
-    memberships = {
-        (row["chat_id"], row["user_id"]): row["muted"]
-        for row in Membership.objects.filter(
-            chat_id__in={r.chat_id for r in batch if r.chat_id is not None},
-            user_id__in={r.sender.pk for r in batch},
-        ).values("chat_id", "user_id", "muted")
-    }
+    sender_ids = {r.sender.pk for r in batch}
+    stored = storage.stored_client_ids(
+        sender_ids, {r.client_message_id for r in batch if r.client_message_id is not None}
+    )
+    memberships = storage.memberships(
+        {r.chat_id for r in batch if r.chat_id is not None}, sender_ids
+    )
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
     for index, request in enumerate(batch):
@@ -256,43 +254,43 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     return results
 
 
-def _stored_by_client_id(batch: list[Outgoing]) -> dict[tuple, Message]:
-    client_ids = {r.client_message_id for r in batch if r.client_message_id is not None}
-    if not client_ids:
-        return {}
-    rows = Message.objects.filter(
-        sender_id__in={r.sender.pk for r in batch}, client_message_id__in=client_ids
-    )
-    return {(row.sender_id, row.client_message_id): row for row in rows}
-
-
 def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
     per_chat: dict[int, list[int]] = {}
     for index in fresh:
         per_chat.setdefault(batch[index].chat_id, []).append(index)
     now = timezone.now()
-    messages = []
+    rows, order = [], []
     with transaction.atomic():
+        last_seqs = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
         for chat_id in sorted(per_chat):
             indexes = per_chat[chat_id]
-            Chat.objects.filter(pk=chat_id).update(
-                last_seq=F("last_seq") + len(indexes), last_message_at=now
-            )
-            last = Chat.objects.filter(pk=chat_id).values_list("last_seq", flat=True).get()
+            first = last_seqs[chat_id] - len(indexes) + 1
             for offset, index in enumerate(indexes):
                 request = batch[index]
-                message = Message(
-                    chat_id=chat_id,
-                    seq=last - len(indexes) + 1 + offset,
-                    sender=request.sender,
-                    text=request.text,
-                    client_message_id=request.client_message_id,
-                    created_at=now,
+                rows.append(
+                    (
+                        chat_id,
+                        first + offset,
+                        request.sender.pk,
+                        request.text,
+                        request.client_message_id,
+                    )
                 )
-                messages.append(message)
-                results[index] = (message, True)
-        Message.objects.bulk_create(messages)
-    metrics.MESSAGES_STORED.inc(len(messages))
+                order.append(index)
+        ids = storage.insert_messages(rows, now)
+    for index, row, message_id in zip(order, rows, ids, strict=True):
+        chat_id, seq, sender_id, text, client_message_id = row
+        message = storage.message_instance(
+            id=message_id,
+            chat_id=chat_id,
+            seq=seq,
+            sender_id=sender_id,
+            text=text,
+            client_message_id=client_message_id,
+            created_at=now,
+        )
+        results[index] = (message, True)
+    metrics.MESSAGES_STORED.inc(len(rows))
 
 
 @_unavailable_on_database_error

@@ -69,6 +69,7 @@ class HistoryQuery(serializers.Serializer):
 class MemberOutput(serializers.Serializer):
     id = IdField()
     username = serializers.CharField()
+    lastReadSeq = serializers.CharField()  # noqa: N815
 
 
 class MessageOutput(serializers.Serializer):
@@ -111,13 +112,19 @@ class ReadOutput(serializers.Serializer):
 
 def chat_data(chat, *, last_message, unread_count: int, read_seq: int) -> dict:
     """The chat object of the REST API (`chat` annotated by `selectors.chats_for_list`)."""
+    read_seqs = {receipt.user_id: receipt.seq for receipt in chat.read_receipts.all()}
     return {
         "id": str(chat.pk),
         "title": chat.title,
         "isDirect": chat.is_direct,
         "createdAt": protocol.format_time(chat.created_at),
         "members": [
-            {"id": str(m.user_id), "username": m.user.username} for m in chat.memberships.all()
+            {
+                "id": str(m.user_id),
+                "username": m.user.username,
+                "lastReadSeq": str(read_seqs.get(m.user_id, 0)),
+            }
+            for m in chat.memberships.all()
         ],
         "lastMessage": protocol.message_data(last_message) if last_message else None,
         "unreadCount": unread_count,

@@ -192,8 +192,8 @@ def test_chat_list_shows_members_last_message_unread_count_and_read_position(
     assert entry["title"] == ""
     assert TIME.match(entry["createdAt"])
     assert sorted(entry["members"], key=lambda m: m["username"]) == [
-        {"id": str(user.pk), "username": "alice"},
-        {"id": str(other_user.pk), "username": "bob"},
+        {"id": str(user.pk), "username": "alice", "lastReadSeq": "1"},
+        {"id": str(other_user.pk), "username": "bob", "lastReadSeq": "0"},
     ]
     assert entry["lastMessage"]["id"] == str(last.pk)
     assert entry["lastMessage"]["text"] == "four"
@@ -906,6 +906,7 @@ REST_PATHS = {
     "/api/auth/token/refresh/",
     "/api/me/",
     "/api/users/",
+    "/api/session/token/",
     "/api/chats/",
     "/api/chats/{chat_id}/",
     "/api/chats/{chat_id}/members/",

@@ -1,0 +1,646 @@
+"""The web chat page in a real browser: Playwright drives Debian's Chromium against a real server.
+
+The last tests load static/biogram-client.js alone, with a scripted stand-in for
+the WebSocket, to pin down what a live server cannot easily provoke: the
+backoff's bounds, ordering around a gap, the outbox's retries, 4001/4003.
+
+With BIOGRAM_SCREENSHOTS=<folder> (`make screenshots`) the tests keep
+screenshots of the page's main states there (docs/screenshots/ in the repository).
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from conftest import BASE_DIR, LiveServer
+from messaging import services
+from messaging.models import Message
+
+pytestmark = [pytest.mark.browser, pytest.mark.live]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1100, "height": 680}
+SCREENSHOTS = os.environ.get("BIOGRAM_SCREENSHOTS")
+CONNECTED = "#connection[data-tone='green']"
+RECONNECTING = "#connection[data-tone='amber']"
+OFFLINE = "#connection[data-tone='red']"
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no /usr/bin/chromium: `make browser` installs Debian's")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an event loop running in this thread, which Django
+    # takes for async code; the ORM calls of these tests are plain synchronous ones.
+    # The servers started here are given the check back (see `server`).
+    previous = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = previous
+
+
+@pytest.fixture
+def start_server(browser, transactional_db):
+    """`start_server(**env)`: a real server process on a free port; all stop at teardown."""
+    servers = []
+
+    def start(**env):
+        overrides = {ASYNC_UNSAFE: "", **{key: str(value) for key, value in env.items()}}
+        server = LiveServer(env_overrides=overrides)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def server(start_server):
+    return start_server()
+
+
+@pytest.fixture
+def open_page(browser):
+    """`open_page(server, user)`: a new browser window logged in as `user` on the messages page.
+
+    `context=` opens another window of the same browser profile (same session).
+    Script errors on any page fail the test.
+    """
+    contexts, errors = [], []
+
+    def open_(server, someone=None, *, path="/", context=None):
+        if context is None:
+            context = browser.new_context(viewport=VIEWPORT)
+            contexts.append(context)
+            if someone is not None:
+                context.add_cookies([session_cookie(someone, server)])
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url + path)
+        if someone is not None and path.split("#")[0] == "/":
+            page.wait_for_selector(CONNECTED, timeout=10000)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not errors, errors
+
+
+def session_cookie(someone, server) -> dict:
+    """The cookie of a Django session of `someone`, stored in the test database the server reads."""
+    client = Client()
+    client.force_login(someone)
+    value = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return {"name": settings.SESSION_COOKIE_NAME, "value": value, "url": server.url}
+
+
+def keep_screenshot(page, name: str):
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+def texts(page) -> list[str]:
+    return page.locator("#message-list li .text").all_text_contents()
+
+
+def send(page, text: str):
+    page.fill("#composer-text", text)
+    page.press("#composer-text", "Enter")
+
+
+def wait_until(predicate, timeout: float = 10, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+# ---------------------------------------------------------------- pages
+
+
+def test_register_log_out_and_log_in_again_through_the_pages(open_page, server):
+    page = open_page(server, path="/register/")
+    keep_screenshot(page, "register")
+
+    page.fill("#id_username", "dave")
+    page.fill("#id_password1", "a-long-passphrase-1")
+    page.fill("#id_password2", "a-long-passphrase-1")
+    page.click("button[type=submit]")
+    page.wait_for_selector(CONNECTED)
+    page.click(".logout button")
+    page.wait_for_url("**/login/")
+    keep_screenshot(page, "login")
+    page.fill("#id_username", "dave")
+    page.fill("#id_password", "a-long-passphrase-1")
+    page.click("button[type=submit]")
+
+    page.wait_for_selector(CONNECTED)
+    assert page.text_content(".me") == "dave"
+    assert page.is_visible("#no-chats")
+
+
+def test_two_users_chat_live_in_every_open_window(open_page, server, user, other_user):
+    alice = open_page(server, user)
+    bob = open_page(server, other_user)
+
+    # Alice starts the chat from the user search.
+    alice.fill("#user-search", "bo")
+    alice.click(".user-item:has-text('bob')")
+    alice.wait_for_selector("#chat-title:has-text('bob')")
+    alice_again = open_page(server, path="/", context=alice.context)
+    alice_again.wait_for_selector(CONNECTED)
+    bob.wait_for_selector(".chat-item:has-text('alice')")
+    send(alice, "Hi Bob!")
+
+    bob.wait_for_selector(".chat-item .unread:has-text('1')")
+    assert "alice" in bob.text_content(".chat-item")
+    assert "Hi Bob!" in bob.text_content(".chat-item .chat-preview")
+    alice_again.click(".chat-item")
+    alice_again.wait_for_selector("#message-list li:has-text('Hi Bob!')")
+    alice.wait_for_selector("#message-list li.mine .receipt:has-text('Sent')")
+
+    bob.click(".chat-item")
+    bob.wait_for_selector("#message-list li.theirs:has-text('Hi Bob!')")
+    alice.wait_for_selector("#message-list li.mine .receipt:has-text('Seen')")
+    assert bob.locator(".chat-item .unread").count() == 0
+    send(bob, "Hello Alice, how are you?")
+
+    for page in (alice, alice_again):
+        page.wait_for_selector("#message-list li.theirs:has-text('Hello Alice')")
+        assert texts(page) == ["Hi Bob!", "Hello Alice, how are you?"]
+    bob.wait_for_selector("#message-list li.mine .receipt:has-text('Seen')")
+    assert texts(bob) == ["Hi Bob!", "Hello Alice, how are you?"]
+    assert Message.objects.count() == 2
+
+    bob.reload()  # history and receipts come back from the REST API
+    bob.wait_for_selector(CONNECTED)
+    bob.wait_for_selector("#message-list li.mine .receipt:has-text('Seen')")
+    assert texts(bob) == ["Hi Bob!", "Hello Alice, how are you?"]
+    assert bob.is_visible("#chat-presence.online")
+    keep_screenshot(bob, "chat")
+
+
+def test_seen_by_counts_the_readers_of_a_group_chat(
+    open_page, server, user, other_user, third_user, group_chat
+):
+    services.send_message(sender=user, chat_id=group_chat.pk, text="Team, lunch at noon?")
+    alice = open_page(server, user, path=f"/#chat-{group_chat.pk}")
+    alice.wait_for_selector("#message-list li.mine .receipt:has-text('Sent')")
+
+    bob = open_page(server, other_user, path=f"/#chat-{group_chat.pk}")
+    alice.wait_for_selector("#message-list .receipt:has-text('Seen by 1')")
+    carol = open_page(server, third_user, path=f"/#chat-{group_chat.pk}")
+
+    alice.wait_for_selector("#message-list .receipt:has-text('Seen by 2')")
+    for page in (bob, carol):
+        assert texts(page) == ["Team, lunch at noon?"]
+        assert page.text_content("#message-list li .sender") == "alice"
+    send(bob, "Yes, the usual place?")
+    send(carol, "Count me in")
+    alice.wait_for_selector("#message-list li:has-text('Count me in')")
+    send(alice, "Usual place it is")
+    alice.wait_for_selector("#message-list li.mine:last-child .receipt:has-text('Seen by 2')")
+    keep_screenshot(alice, "group-chat")
+
+
+def test_user_text_is_shown_as_text_never_as_html(open_page, server, user, other_user, chat):
+    hostile = "<img src=x onerror=\"document.title='pwned'\"><b>bold</b>"
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+
+    send(alice, hostile)
+
+    bob.wait_for_selector("#message-list li.theirs")
+    assert texts(bob) == [hostile]
+    assert bob.locator("#message-list img, #message-list b, .chat-list img").count() == 0
+    assert bob.title() != "pwned"
+    assert hostile in bob.text_content(".chat-item .chat-preview")
+
+
+def test_older_messages_load_as_you_scroll_up(open_page, server, user, other_user, chat):
+    for n in range(1, 101):
+        services.send_message(sender=other_user, chat_id=chat.pk, text=f"message {n}")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    alice.wait_for_selector("#message-list li:has-text('message 100')")
+    first_page = texts(alice)
+
+    for _ in range(10):
+        if alice.text_content("#history-status") == "This is the start of the chat.":
+            break
+        alice.eval_on_selector("#messages", "box => box.scrollTo(0, 0)")
+        time.sleep(0.3)
+
+    assert first_page == [f"message {n}" for n in range(61, 101)]
+    assert texts(alice) == [f"message {n}" for n in range(1, 101)]
+    assert alice.text_content("#history-status") == "This is the start of the chat."
+
+
+# ---------------------------------------------------------------- typing
+
+
+def test_typing_indicator_appears_and_expires_3_seconds_after_typing_stops(
+    open_page, server, user, other_user, chat
+):
+    services.send_message(sender=other_user, chat_id=chat.pk, text="Did you get the photos?")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    alice.wait_for_selector("#chat-presence.online")  # bob came online: a presence frame
+    assert bob.is_visible(".chat-item .presence.online")  # alice was: the `connect` frame
+
+    alice.type("#composer-text", "I am writ", delay=40)
+    bob.wait_for_selector("#typing:has-text('alice is typing…')", timeout=5000)
+    stopped = time.monotonic()
+    keep_screenshot(bob, "typing")
+    bob.wait_for_function("document.getElementById('typing').textContent === ''", timeout=8000)
+    waited = time.monotonic() - stopped
+
+    alice.type("#composer-text", "ing this", delay=40)
+    bob.wait_for_selector("#typing:has-text('alice is typing…')", timeout=5000)
+    alice.press("#composer-text", "Enter")
+    bob.wait_for_selector("#message-list li:has-text('I am writing this')")
+    assert texts(bob) == ["Did you get the photos?", "I am writing this"]
+    landed = time.monotonic()
+    bob.wait_for_function("document.getElementById('typing').textContent === ''", timeout=8000)
+
+    assert 2.0 <= waited <= 5.0
+    assert time.monotonic() - landed < 1.0
+
+
+# ---------------------------------------------------------------- reconnection
+
+
+def test_indicator_goes_amber_while_the_server_is_down_and_green_with_the_missed_message(
+    open_page, server, user, other_user, chat
+):
+    services.send_message(sender=other_user, chat_id=chat.pk, text="before the outage")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    alice.wait_for_selector("#message-list li:has-text('before the outage')")
+
+    server.stop(signal.SIGTERM)
+    alice.wait_for_selector(RECONNECTING, timeout=5000)
+    bob.wait_for_selector(RECONNECTING, timeout=5000)
+    alice.wait_for_selector("#connection-label:has-text('Reconnecting in')", timeout=5000)
+    keep_screenshot(alice, "reconnecting")
+    services.send_message(sender=other_user, chat_id=chat.pk, text="sent while you were away")
+    server.start()  # the same port again
+
+    alice.wait_for_selector(CONNECTED, timeout=45000)
+    alice.wait_for_selector("#message-list li:has-text('sent while you were away')")
+    bob.wait_for_selector(CONNECTED, timeout=45000)
+    send(bob, "and one more, live")
+    alice.wait_for_selector("#message-list li:has-text('and one more, live')")
+    assert texts(alice) == ["before the outage", "sent while you were away", "and one more, live"]
+    assert alice.locator("#connection-label").text_content() == "Connected"
+
+
+def test_message_typed_while_offline_waits_in_the_outbox_and_is_delivered_once(
+    open_page, server, user, other_user, chat
+):
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+
+    server.stop(signal.SIGTERM)
+    alice.wait_for_selector(RECONNECTING, timeout=5000)
+    send(alice, "written while offline")
+    alice.wait_for_selector("#pending-list li.pending:has-text('written while offline')")
+    assert alice.text_content("#pending-list li .status") == "Sending…"
+    keep_screenshot(alice, "offline-outbox")
+    server.start()  # the same port again
+
+    alice.wait_for_selector(CONNECTED, timeout=45000)
+    alice.wait_for_selector("#message-list li.mine:has-text('written while offline')")
+    bob.wait_for_selector(
+        "#message-list li.theirs:has-text('written while offline')", timeout=45000
+    )
+    alice.wait_for_selector("#pending-list li", state="detached")
+    time.sleep(0.5)  # a duplicate, if any, would have arrived by now
+    assert Message.objects.filter(text="written while offline").count() == 1
+    assert texts(alice) == ["written while offline"]
+    assert texts(bob) == ["written while offline"]
+
+
+def test_after_a_4001_the_page_stops_reconnecting_and_asks_to_log_in(open_page, server, user, chat):
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+
+    server.stop(signal.SIGTERM)
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    server.start()  # the same port again
+
+    alice.wait_for_selector(OFFLINE, timeout=45000)
+    alice.wait_for_selector("#session-ended", state="visible")
+    keep_screenshot(alice, "session-ended")
+    handshakes = server.output().count("WebSocket /ws/chat/")
+    time.sleep(2)
+    assert server.output().count("WebSocket /ws/chat/") == handshakes
+    assert alice.evaluate("window.biogram.client.state") == "offline"
+    assert alice.text_content("#connection-label") == "Offline: please log in again"
+
+
+def test_token_is_refreshed_through_the_auth_frame_before_it_expires(
+    open_page, start_server, user, chat
+):
+    server = start_server(JWT_ACCESS_LIFETIME=4)
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    first_connection = alice.evaluate("window.biogram.client.connectionId")
+
+    time.sleep(9)  # two token lifetimes: without a refresh the server closes with 4001
+    send(alice, "still here")
+
+    alice.wait_for_selector("#message-list li.mine:has-text('still here')")
+    assert alice.evaluate("window.biogram.client.connectionId") == first_connection
+    assert alice.evaluate("window.biogram.client.state") == "connected"
+
+
+# ---------------------------------------------------------------- the client module alone
+
+CLIENT_JS = (BASE_DIR / "static" / "biogram-client.js").read_text()
+HARNESS_ORIGIN = "http://biogram.test"
+HARNESS = """
+<!doctype html><meta charset="utf-8"><title>harness</title>
+<script type="module">
+import * as bio from "/static/biogram-client.js";
+
+/** A WebSocket stand-in the test drives: open(), serve(type, data), drop(code). */
+class FakeSocket {
+  static all = [];
+  constructor(url) { this.url = url; this.readyState = 0; this.sent = []; FakeSocket.all.push(this); }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code = 1000) { this.drop(code); }
+  open() { this.readyState = 1; }
+  serve(type, data) { this.onmessage && this.onmessage({ data: JSON.stringify({ type, data }) }); }
+  welcome(chats = ["1"], extra = {}) {
+    this.open();
+    this.serve("connect", { userId: "7", connectionId: "c" + FakeSocket.all.length, chats,
+                            online: [], tokenExpiresAt: null, ...extra });
+  }
+  drop(code = 1006) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose && this.onclose({ code });
+  }
+  sentOf(type) { return this.sent.filter((frame) => frame.type === type); }
+}
+const message = (seq, extra = {}) => ({ id: String(100 + seq), chatId: "1", seq: String(seq),
+  senderId: "9", text: "m" + seq, clientMessageId: null, createdAt: "2026-01-01T00:00:00.000Z",
+  deleted: false, ...extra });
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+Object.assign(window, { bio, FakeSocket, message, pause });
+window.harnessReady = true;
+</script>
+"""
+
+
+@pytest.fixture
+def harness(browser):
+    """A page with the client module and a scripted WebSocket, served without any server."""
+    context = browser.new_context()
+    page = context.new_page()
+
+    def serve(route):
+        path = route.request.url.removeprefix(HARNESS_ORIGIN)
+        if path == "/static/biogram-client.js":
+            route.fulfill(body=CLIENT_JS, content_type="text/javascript")
+        else:
+            route.fulfill(body=HARNESS, content_type="text/html")
+
+    page.route(f"{HARNESS_ORIGIN}/**", serve)
+    page.goto(f"{HARNESS_ORIGIN}/")
+    page.wait_for_function("window.harnessReady === true")
+    yield page
+    context.close()
+
+
+def run(page, script: str):
+    """Run an async JS body in the harness and return its (JSON) result."""
+    return page.evaluate(f"async () => {{ {script} }}")
+
+
+def test_backoff_is_full_jitter_exponential_capped_at_30_seconds(harness):
+    result = run(
+        harness,
+        """
+        const top = () => 0.999999, bottom = () => 0;
+        return {
+          highest: [0, 1, 2, 3, 4, 5, 6, 7, 20, 1000].map(
+            (n) => bio.backoffDelay(n, { random: top })),
+          lowest: [0, 5, 20].map((n) => bio.backoffDelay(n, { random: bottom })),
+          samples: Array.from({ length: 200 }, () => bio.backoffDelay(3)),
+        };
+        """,
+    )
+
+    assert result["highest"] == [499, 999, 1999, 3999, 7999, 15999, 29999, 29999, 29999, 29999]
+    assert result["lowest"] == [0, 0, 0]
+    assert all(0 <= delay < 4000 for delay in result["samples"])
+    assert len(set(result["samples"])) > 50  # jittered, not a fixed ladder
+
+
+def test_client_syncs_from_the_last_seq_and_emits_each_message_once_in_order(harness):
+    result = run(
+        harness,
+        """
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket });
+        const seen = [];
+        client.on("message", (m) => seen.push(m.seq));
+        client.track("1", 2);
+        client.connect();
+        const socket = FakeSocket.all[0];
+        socket.welcome(["1"]);
+        const firstSync = socket.sentOf("sync");
+        socket.serve("message", { message: message(3) });      // replayed
+        socket.serve("sync", { chats: { "1": { lastSeq: "3", hasMore: false } } });
+        socket.serve("message", { message: message(5) });      // live, after a gap: held back
+        const gapSync = socket.sentOf("sync").slice(1);
+        socket.serve("message", { message: message(3) });      // a duplicate
+        socket.serve("message", { message: message(4) });      // replayed: fills the gap
+        socket.serve("message", { message: message(5) });      // replayed: a duplicate
+        socket.serve("sync", { chats: { "1": { lastSeq: "5", hasMore: false } } });
+        return { firstSync, gapSync, seen, last: client.lastSeqOf("1") };
+        """,
+    )
+
+    assert result["firstSync"] == [{"type": "sync", "data": {"chats": {"1": "2"}}}]
+    assert result["gapSync"] == [{"type": "sync", "data": {"chats": {"1": "3"}}}]
+    assert result["seen"] == ["3", "4", "5"]
+    assert result["last"] == 5
+
+
+def test_outbox_is_resent_with_the_same_client_message_id_until_acknowledged(harness):
+    result = run(
+        harness,
+        """
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               backoff: { baseMs: 1 } });
+        const events = [];
+        client.on("pending", (item) => events.push(["pending", item.text]));
+        client.on("sent", (item, m) => events.push(["sent", item.text, m.id]));
+        client.on("message", (m) => events.push(["message", m.text]));
+        client.connect();
+        FakeSocket.all[0].drop();                       // the server is down
+        const item = client.send("1", "hello");         // typed while offline
+        const pendingWhileOffline = client.pending("1").length;
+        await pause(30);
+        FakeSocket.all[1].welcome();                    // back: the outbox goes out
+        const firstTry = FakeSocket.all[1].sentOf("message");
+        FakeSocket.all[1].drop();                       // lost before the acknowledgement
+        await pause(30);
+        const third = FakeSocket.all[2];
+        third.welcome();
+        const retry = third.sentOf("message");
+        const echo = message(1, { senderId: "7", text: "hello", clientMessageId: item.clientMessageId });
+        third.serve("message", { message: echo });
+        third.serve("message", { message: echo });      // the retry's echo, again
+        third.drop();
+        await pause(30);
+        FakeSocket.all[3].welcome();
+        return { id: item.clientMessageId, pendingWhileOffline, firstTry, retry, events,
+                 afterAck: FakeSocket.all[3].sentOf("message"), left: client.pending("1").length };
+        """,
+    )
+
+    frame = {
+        "type": "message",
+        "data": {"chatId": "1", "text": "hello", "clientMessageId": result["id"]},
+    }
+    assert len(result["id"]) == 32
+    assert result["pendingWhileOffline"] == 1
+    assert result["firstTry"] == [frame]
+    assert result["retry"] == [frame]
+    assert result["afterAck"] == []
+    assert result["left"] == 0
+    assert result["events"] == [
+        ["pending", "hello"],
+        ["sent", "hello", "101"],
+        ["message", "hello"],
+    ]
+
+
+@pytest.mark.parametrize("code", [4001, 4003])
+def test_client_never_reconnects_after_close_4001_or_4003(harness, code):
+    result = run(
+        harness,
+        f"""
+        const client = new bio.BiogramSocket({{ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                                backoff: {{ baseMs: 1 }} }});
+        const states = [], refused = [];
+        client.on("state", (s) => states.push(s.state));
+        client.on("unauthorized", (e) => refused.push(e.code));
+        client.connect();
+        FakeSocket.all[0].welcome();
+        FakeSocket.all[0].drop({code});
+        await pause(100);
+        return {{ sockets: FakeSocket.all.length, states, refused, state: client.state }};
+        """,
+    )
+
+    assert result["sockets"] == 1
+    assert result["refused"] == [code]
+    assert result["states"] == ["connecting", "connected", "offline"]
+
+
+def test_client_reconnects_with_a_fresh_token_after_token_expired(harness):
+    result = run(
+        harness,
+        """
+        let issued = 0;
+        const getToken = async () => ({ token: "t" + (++issued), expiresAt: Date.now() + 600000 });
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               backoff: { baseMs: 1 }, getToken });
+        client.connect();
+        await pause(10);
+        FakeSocket.all[0].welcome();
+        FakeSocket.all[0].serve("disconnect", { userId: "7", reason: "token_expired" });
+        FakeSocket.all[0].drop(4001);
+        await pause(50);
+        return { urls: FakeSocket.all.map((s) => s.url), state: client.state };
+        """,
+    )
+
+    assert result["urls"] == ["ws://x/ws/chat/?token=t1", "ws://x/ws/chat/?token=t2"]
+    assert result["state"] == "connecting"
+
+
+def test_client_refreshes_its_token_with_an_auth_frame_before_expiry(harness):
+    result = run(
+        harness,
+        """
+        let issued = 0;
+        const getToken = async () => ({ token: "t" + (++issued), expiresAt: Date.now() + 400 });
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               getToken });
+        client.connect();
+        await pause(10);
+        const socket = FakeSocket.all[0];
+        socket.welcome(["1"], { tokenExpiresAt: new Date(client.token.expiresAt).toISOString() });
+        await pause(350);                               // refreshed at 3/4 of the lifetime
+        return { auth: socket.sentOf("auth"), sockets: FakeSocket.all.length };
+        """,
+    )
+
+    assert result["auth"] == [{"type": "auth", "data": {"token": "t2"}}]
+    assert result["sockets"] == 1
+
+
+def test_silent_connection_is_pinged_and_dropped_when_the_ping_goes_unanswered(harness):
+    result = run(
+        harness,
+        """
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               pingIntervalMs: 60, pongTimeoutMs: 60,
+                                               backoff: { baseMs: 1 } });
+        client.connect();
+        const answered = FakeSocket.all[0];
+        answered.welcome();
+        await pause(100);
+        answered.serve("pong", { serverTime: "2026-01-01T00:00:00.000Z" });
+        await pause(60);
+        const stillUp = FakeSocket.all.length === 1 && client.state === "connected";
+        await pause(300);                                // pinged again, never answered
+        return { stillUp, pings: answered.sentOf("ping").length, sockets: FakeSocket.all.length };
+        """,
+    )
+
+    assert result["stillUp"]
+    assert result["pings"] == 2
+    assert result["sockets"] == 2
+
+
+def test_page_has_no_inline_html_built_from_strings():
+    """User text must only reach the DOM through textContent / text nodes."""
+    page_js = (BASE_DIR / "static" / "biogram-page.js").read_text()
+
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+        assert sink not in page_js.split("*/", 1)[1], sink

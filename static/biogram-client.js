@@ -1,0 +1,648 @@
+/**
+ * biogram-client.js: the Biogram real-time client, one WebSocket speaking docs/protocol.md.
+ *
+ * An ES module with no dependencies and no build step. It is the counterpart of
+ * the original frontend's src/service/websocket.ts (same frames, same URL), with
+ * what that file lacked; the React app can import it as it is.
+ *
+ *   import { BiogramSocket, sessionTokenSource } from "/static/biogram-client.js";
+ *   const client = new BiogramSocket({ getToken: sessionTokenSource({ csrfToken }) });
+ *   client.on("message", (message) => render(message));
+ *   client.on("state", ({ state, nextAttemptAt }) => showIndicator(state, nextAttemptAt));
+ *   client.track(chatId, lastSeqShown);      // what the app already holds of a chat
+ *   client.connect();
+ *   const pending = client.send(chatId, "Hello"); // {clientMessageId, chatId, text, ...}
+ *
+ * Authentication. Each connection opens `/ws/chat/?token=<access JWT>`; the
+ * token comes from `getToken()`, an async function answering
+ * `{token, expiresAt}` (expiresAt in ms since the epoch). The built-in page uses
+ * `sessionTokenSource()`, which POSTs to /api/session/token/ with the Django
+ * session and its CSRF token; the React app passes a function that calls
+ * /api/auth/token/refresh/. Before the token expires the client fetches a new
+ * one and sends it in an `auth` frame, so the socket stays open. A token is used
+ * (rather than the session cookie alone, which the socket also accepts when
+ * `getToken` is left out) so that the page and any other client live by the
+ * same rules: expiry, refresh, 4001.
+ *
+ * Connection. States, announced by the `state` event: "connecting" (an attempt
+ * is under way), "connected" (the server's `connect` frame arrived),
+ * "reconnecting" (waiting `nextAttemptAt`), "offline" (closed by the app, the
+ * browser is offline, or the server refused the credentials). After any close
+ * but a deliberate one the client reconnects with exponential backoff and full
+ * jitter: delay = random(0, min(capMs, baseMs * 2 ** attempt)), capMs = 30 s. It
+ * never retries after close 4001 or 4003 (event `unauthorized`), except once
+ * with a fresh token after the server's `token_expired`. A silent connection
+ * is pinged, and dropped if it stays silent.
+ *
+ * Resume. After every `connect` frame the client sends `sync` with the last seq
+ * it holds of each chat (see track()). Messages, replayed or live, are emitted
+ * once each, in seq order per chat: a duplicate (a seq, so a message id, already
+ * delivered) is dropped, a message after a gap is held back and a `sync` asked
+ * for that chat.
+ *
+ * Outbox. send() queues the message with a fresh clientMessageId and returns
+ * it; it is sent whenever a connection is up (again on every reconnect, with
+ * the same clientMessageId, until the server's echo acknowledges it, so a retry
+ * never creates a second message). With `storage` (e.g. localStorage) the
+ * outbox survives a reload; two tabs that both send a stored item are harmless
+ * for the same reason. A message the server refuses for good (too long, not a
+ * member...) leaves the outbox with a `failed` event; `rate_limited` and
+ * `unavailable` are retried.
+ *
+ * Methods: connect(), close(), reconnectNow(), send(chatId, text), pending(chatId),
+ * typing(chatId), stopTyping(chatId), read(chatId, messageId?), track(chatId, seq),
+ * lastSeqOf(chatId), on(event, fn). Read-only fields: state, userId, connectionId.
+ * The rest is internal.
+ *
+ * Events (client.on(name, fn) returns a function that unsubscribes):
+ *   state {state, attempt, nextAttemptAt, reason}   ready (the `connect` frame's data)
+ *   message (message, {replayed})   pending (item)   sent (item, message)   failed (item, error)
+ *   typing   read   presence {userId, online}   chat {chatId, event}   delete {chatId, messageId}
+ *   synced (the `sync` frame's chats)   error (an `error` frame's data)   unauthorized {code}
+ */
+
+export const CLOSE_UNAUTHORIZED = 4001;
+export const CLOSE_FORBIDDEN = 4003;
+const CLOSE_HEARTBEAT = 4000; // ours: the connection went silent
+const RETRYABLE = new Set(["rate_limited", "unavailable"]);
+
+/** The wait before reconnect attempt `attempt` (0, 1, 2...): full jitter, capped. */
+export function backoffDelay(attempt, { baseMs = 500, capMs = 30000, random = Math.random } = {}) {
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+/** Thrown by a getToken() whose credentials are gone: the user must log in again. */
+export class AuthError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = "AuthError";
+    this.status = status;
+  }
+}
+
+/** A getToken() for a page served by the server: the Django session buys an access token. */
+export function sessionTokenSource({ url = "/api/session/token/", csrfToken, fetchImpl } = {}) {
+  const doFetch = fetchImpl || ((...args) => fetch(...args));
+  return async function getToken() {
+    const response = await doFetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken || "", Accept: "application/json" },
+    });
+    if (response.status === 401 || response.status === 403) {
+      throw new AuthError("The session has ended.", response.status);
+    }
+    if (!response.ok) {
+      throw new Error(`The token endpoint answered ${response.status}.`);
+    }
+    const body = await response.json();
+    return { token: body.access, expiresAt: Date.parse(body.expiresAt) };
+  };
+}
+
+/** A clientMessageId: 32 random hex digits (crypto.randomUUID needs a secure context). */
+function newClientMessageId() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+function defaultUrl() {
+  const scheme = globalThis.location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${globalThis.location.host}/ws/chat/`;
+}
+
+export class BiogramSocket {
+  /**
+   * @param {object} options
+   * @param {string} [options.url] the socket URL without query (default: this host's /ws/chat/)
+   * @param {() => Promise<{token: string, expiresAt: number}>} [options.getToken] see the header
+   * @param {{baseMs?: number, capMs?: number}} [options.backoff] reconnect delays
+   * @param {number} [options.refreshMarginMs] refresh the token this long before it expires
+   *   (at most a quarter of its lifetime)
+   * @param {number} [options.pingIntervalMs] ping after this long without a frame
+   * @param {number} [options.pongTimeoutMs] drop the connection if the ping gets no answer
+   * @param {number} [options.typingThrottleMs] at most one `typing` frame per chat this often;
+   *   the server's 3 s expiry counts from the last frame, so keep it well under that
+   * @param {Storage} [options.storage] where the outbox is kept (e.g. localStorage)
+   * @param {string} [options.storageKey] its key there; one per user
+   */
+  constructor({
+    url,
+    getToken = null,
+    backoff = {},
+    refreshMarginMs = 60000,
+    pingIntervalMs = 25000,
+    pongTimeoutMs = 10000,
+    typingThrottleMs = 500,
+    storage = null,
+    storageKey = "biogram-outbox",
+    WebSocketImpl = globalThis.WebSocket,
+    random = Math.random,
+  } = {}) {
+    this.url = url || defaultUrl();
+    this.getToken = getToken;
+    this.backoff = { baseMs: 500, capMs: 30000, ...backoff, random };
+    this.refreshMarginMs = refreshMarginMs;
+    this.pingIntervalMs = pingIntervalMs;
+    this.pongTimeoutMs = pongTimeoutMs;
+    this.typingThrottleMs = typingThrottleMs;
+    this.storage = storage;
+    this.storageKey = storageKey;
+    this.WebSocketImpl = WebSocketImpl;
+
+    this.state = "offline";
+    this.userId = null;
+    this.connectionId = null;
+    this.attempt = 0;
+    this.nextAttemptAt = null;
+    this.handlers = new Map();
+    this.socket = null;
+    this.serial = 0; // one per attempt; stale callbacks compare theirs to it
+    this.connected = false;
+    this.stopped = true;
+    this.closeReason = null;
+    this.token = null;
+    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null };
+    this.lastFrameAt = 0;
+    this.pingSentAt = null;
+
+    this.lastSeq = new Map(); // chatId -> the highest seq delivered without a gap
+    this.held = new Map(); // chatId -> Map(seq -> message) waiting for a gap to fill
+    this.syncRequests = []; // chat ids of each `sync` in flight, oldest first
+    this.outbox = this.loadOutbox();
+    this.reads = new Map(); // chatId -> messageId (null: the latest) to send when connected
+    this.typingSentAt = new Map();
+
+    if (globalThis.addEventListener) {
+      globalThis.addEventListener("online", () => {
+        if (!this.stopped && !this.socket) this.reconnectNow();
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- events
+
+  on(name, fn) {
+    if (!this.handlers.has(name)) this.handlers.set(name, new Set());
+    this.handlers.get(name).add(fn);
+    return () => this.handlers.get(name).delete(fn);
+  }
+
+  emit(name, ...args) {
+    for (const fn of this.handlers.get(name) || []) {
+      try {
+        fn(...args);
+      } catch (error) {
+        console.error(`biogram: a "${name}" handler failed`, error);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- connection
+
+  /** Connect, and keep reconnecting until close(). */
+  connect() {
+    this.stopped = false;
+    if (!this.socket && !this.timers.reconnect && this.state !== "connecting") this.open();
+  }
+
+  /** Close for good (until connect()); the outbox is kept. */
+  close() {
+    this.stopped = true;
+    this.serial += 1;
+    this.clearTimers();
+    const socket = this.socket;
+    if (socket) {
+      this.transmit("disconnect", {});
+      this.detach(socket);
+      socket.close(1000);
+    }
+    this.setState("offline", { reason: "closed" });
+  }
+
+  /** Skip the backoff wait (a "retry now" button, the browser coming back online). */
+  reconnectNow() {
+    if (this.stopped || this.socket) return;
+    clearTimeout(this.timers.reconnect);
+    this.timers.reconnect = null;
+    this.open();
+  }
+
+  async open() {
+    this.timers.reconnect = null;
+    const serial = ++this.serial;
+    this.setState("connecting");
+    let query = "";
+    if (this.getToken) {
+      try {
+        query = `?token=${encodeURIComponent(await this.freshToken())}`;
+      } catch (error) {
+        if (serial !== this.serial || this.stopped) return;
+        if (error instanceof AuthError) {
+          this.giveUp(error.status);
+        } else {
+          this.scheduleReconnect();
+        }
+        return;
+      }
+      if (serial !== this.serial || this.stopped) return;
+    }
+    let socket;
+    try {
+      socket = new this.WebSocketImpl(this.url + query);
+    } catch (error) {
+      console.error("biogram: cannot open the socket", error);
+      this.scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    this.lastFrameAt = Date.now();
+    socket.onmessage = (event) => this.receive(socket, event.data);
+    socket.onclose = (event) => this.closed(socket, event.code);
+  }
+
+  /** The cached token while it has some life left, else a new one from getToken(). */
+  async freshToken() {
+    if (this.token && this.token.refreshAt > Date.now()) return this.token.token;
+    const issued = Date.now();
+    const { token, expiresAt } = await this.getToken();
+    const margin = Math.min(this.refreshMarginMs, (expiresAt - issued) / 4);
+    this.token = { token, expiresAt, refreshAt: expiresAt - margin };
+    return token;
+  }
+
+  closed(socket, code) {
+    if (socket !== this.socket) return;
+    this.detach(socket);
+    if (this.stopped) return;
+    const reason = this.closeReason;
+    this.closeReason = null;
+    if (code === CLOSE_UNAUTHORIZED && reason === "token_expired" && this.getToken) {
+      this.token = null; // reconnect once more, with a fresh token
+    } else if (code === CLOSE_UNAUTHORIZED || code === CLOSE_FORBIDDEN) {
+      this.giveUp(code);
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  /** Forget a socket: what was in flight on it is sent again on the next one. */
+  detach(socket) {
+    socket.onmessage = null;
+    socket.onclose = null;
+    if (this.socket === socket) this.socket = null;
+    this.connected = false;
+    this.connectionId = null;
+    this.syncRequests = [];
+    this.typingSentAt.clear();
+    for (const item of this.outbox) item.sentOn = null;
+    clearTimeout(this.timers.refresh);
+    clearInterval(this.timers.heartbeat);
+    clearTimeout(this.timers.outbox);
+    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = null;
+  }
+
+  scheduleReconnect() {
+    if (globalThis.navigator && globalThis.navigator.onLine === false) {
+      this.setState("offline", { reason: "network" }); // the `online` event reconnects
+      return;
+    }
+    const delay = backoffDelay(this.attempt, this.backoff);
+    this.attempt += 1;
+    this.nextAttemptAt = Date.now() + delay;
+    this.timers.reconnect = setTimeout(() => this.open(), delay);
+    this.setState("reconnecting");
+  }
+
+  giveUp(code) {
+    const socket = this.socket;
+    if (socket) {
+      this.detach(socket);
+      socket.close(1000);
+    }
+    this.stopped = true;
+    this.token = null;
+    this.clearTimers();
+    this.setState("offline", { reason: "unauthorized" });
+    this.emit("unauthorized", { code });
+  }
+
+  clearTimers() {
+    clearTimeout(this.timers.reconnect);
+    clearTimeout(this.timers.refresh);
+    clearInterval(this.timers.heartbeat);
+    clearTimeout(this.timers.outbox);
+    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null };
+  }
+
+  setState(state, { reason = null } = {}) {
+    this.state = state;
+    if (state !== "reconnecting") this.nextAttemptAt = null;
+    this.emit("state", { state, attempt: this.attempt, nextAttemptAt: this.nextAttemptAt, reason });
+  }
+
+  // ---------------------------------------------------------------- incoming frames
+
+  receive(socket, raw) {
+    if (socket !== this.socket) return;
+    this.lastFrameAt = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    const data = (frame && frame.data) || {};
+    switch (frame && frame.type) {
+      case "connect":
+        if (data.connectionId) this.ready(data);
+        else this.emit("presence", { userId: data.userId, online: true });
+        break;
+      case "disconnect":
+        if (data.reason && data.userId === this.userId) this.closeReason = data.reason;
+        else this.emit("presence", { userId: data.userId, online: false });
+        break;
+      case "message":
+        if (data.message) this.receiveMessage(data.message);
+        break;
+      case "sync":
+        this.synced(data.chats || {});
+        break;
+      case "auth":
+        this.scheduleRefresh(data.tokenExpiresAt);
+        break;
+      case "chat":
+        if (data.event === "removed") {
+          this.lastSeq.delete(data.chatId);
+          this.held.delete(data.chatId);
+        }
+        this.emit("chat", data);
+        break;
+      case "error":
+        this.receiveError(data);
+        break;
+      case "typing":
+      case "read":
+      case "delete":
+        this.emit(frame.type, data);
+        break;
+      default:
+        break; // pong, and anything newer than this client
+    }
+  }
+
+  ready(data) {
+    this.connected = true;
+    this.attempt = 0;
+    this.userId = data.userId;
+    this.connectionId = data.connectionId;
+    this.setState("connected");
+    this.emit("ready", data);
+    const member = new Set(data.chats || []);
+    const chats = {};
+    for (const [chatId, seq] of this.lastSeq) {
+      if (member.has(chatId)) chats[chatId] = String(seq);
+    }
+    if (Object.keys(chats).length) this.requestSync(chats);
+    this.flushOutbox();
+    this.flushReads();
+    this.scheduleRefresh(data.tokenExpiresAt);
+    this.startHeartbeat();
+  }
+
+  receiveMessage(message) {
+    if (message.senderId === this.userId && message.clientMessageId) {
+      const index = this.outbox.findIndex((i) => i.clientMessageId === message.clientMessageId);
+      if (index >= 0) {
+        const [item] = this.outbox.splice(index, 1);
+        this.saveOutbox();
+        this.emit("sent", item, message);
+      }
+    }
+    const chatId = message.chatId;
+    const seq = Number(message.seq);
+    const last = this.lastSeq.get(chatId);
+    if (last === undefined) {
+      this.deliver(message, seq);
+    } else if (seq <= last) {
+      // A duplicate: replayed and live, or a retry's echo.
+    } else if (seq === last + 1) {
+      this.deliver(message, seq);
+      this.drainHeld(chatId);
+    } else {
+      if (!this.held.has(chatId)) this.held.set(chatId, new Map());
+      this.held.get(chatId).set(seq, message);
+      if (!this.syncRequests.some((ids) => ids.includes(chatId))) {
+        this.requestSync({ [chatId]: String(last) });
+      }
+    }
+  }
+
+  deliver(message, seq) {
+    this.lastSeq.set(message.chatId, seq);
+    this.emit("message", message, { replayed: this.syncRequests.length > 0 });
+  }
+
+  drainHeld(chatId, { acceptGap = false } = {}) {
+    const held = this.held.get(chatId);
+    if (!held) return;
+    for (const seq of [...held.keys()].sort((a, b) => a - b)) {
+      const last = this.lastSeq.get(chatId) ?? 0;
+      if (seq <= last) held.delete(seq);
+      else if (seq === last + 1 || acceptGap) {
+        this.deliver(held.get(seq), seq);
+        held.delete(seq);
+      } else break;
+    }
+    if (!held.size) this.held.delete(chatId);
+  }
+
+  requestSync(chats) {
+    if (this.transmit("sync", { chats })) this.syncRequests.push(Object.keys(chats));
+  }
+
+  synced(summary) {
+    const asked = this.syncRequests.shift() || Object.keys(summary);
+    for (const chatId of asked) {
+      // What is still held after the replay cannot be filled (hasMore): show it anyway.
+      this.drainHeld(chatId, { acceptGap: true });
+    }
+    this.emit("synced", summary);
+  }
+
+  receiveError(data) {
+    const item = data.ref ? this.outbox.find((i) => i.clientMessageId === data.ref) : null;
+    if (item && RETRYABLE.has(data.code)) {
+      item.sentOn = null;
+      clearTimeout(this.timers.outbox);
+      this.timers.outbox = setTimeout(() => this.flushOutbox(), data.retryAfterMs || 2000);
+    } else if (item) {
+      this.outbox.splice(this.outbox.indexOf(item), 1);
+      this.saveOutbox();
+      this.emit("failed", item, data);
+    } else if (data.ref === "auth") {
+      this.token = null; // keep the socket; try again a little later
+      this.scheduleRefresh(new Date(Date.now() + 10000).toISOString(), { now: true });
+    } else {
+      this.emit("error", data);
+    }
+  }
+
+  // ---------------------------------------------------------------- token refresh and heartbeat
+
+  scheduleRefresh(tokenExpiresAt, { now = false } = {}) {
+    clearTimeout(this.timers.refresh);
+    this.timers.refresh = null;
+    if (!this.getToken || !tokenExpiresAt) return;
+    const expiresAt = Date.parse(tokenExpiresAt);
+    const refreshAt = now ? Date.now() + 5000 : (this.token && this.token.refreshAt) || expiresAt;
+    const serial = this.serial;
+    this.timers.refresh = setTimeout(
+      async () => {
+        try {
+          this.token = null;
+          const token = await this.freshToken();
+          if (serial === this.serial && this.connected) this.transmit("auth", { token });
+        } catch (error) {
+          if (error instanceof AuthError) {
+            this.giveUp(error.status);
+          } else if (serial === this.serial) {
+            this.scheduleRefresh(tokenExpiresAt, { now: true });
+          }
+        }
+      },
+      Math.max(0, Math.min(refreshAt, expiresAt) - Date.now()),
+    );
+  }
+
+  /** Ping a silent connection; drop it when the ping gets no answer (a half-open TCP). */
+  startHeartbeat() {
+    const socket = this.socket;
+    this.pingSentAt = null;
+    clearInterval(this.timers.heartbeat);
+    this.timers.heartbeat = setInterval(
+      () => {
+        const now = Date.now();
+        if (this.pingSentAt !== null && this.lastFrameAt < this.pingSentAt) {
+          // Judged from the ping's time, not the last frame's: a background tab's
+          // throttled timer must not take a late check for silence.
+          if (now - this.pingSentAt > this.pongTimeoutMs) {
+            this.closed(socket, CLOSE_HEARTBEAT);
+            socket.close(CLOSE_HEARTBEAT);
+          }
+        } else if (now - this.lastFrameAt > this.pingIntervalMs && this.transmit("ping", {})) {
+          this.pingSentAt = now;
+        }
+      },
+      Math.min(this.pingIntervalMs, this.pongTimeoutMs) / 2,
+    );
+  }
+
+  // ---------------------------------------------------------------- outgoing
+
+  /** Queue a message; it is sent now if connected, else on the next connection. */
+  send(chatId, text) {
+    const item = {
+      clientMessageId: newClientMessageId(),
+      chatId: String(chatId),
+      text,
+      createdAt: new Date().toISOString(),
+      sentOn: null,
+    };
+    this.outbox.push(item);
+    this.saveOutbox();
+    this.typingSentAt.delete(item.chatId); // the server ends the typing state itself
+    this.emit("pending", item);
+    this.flushOutbox();
+    return item;
+  }
+
+  /** The messages of a chat still waiting for the server's acknowledgement, oldest first. */
+  pending(chatId) {
+    return this.outbox.filter((item) => item.chatId === String(chatId));
+  }
+
+  /** Call on each keystroke: at most one `typing` frame per chat every typingThrottleMs. */
+  typing(chatId) {
+    chatId = String(chatId);
+    const now = Date.now();
+    if (!this.connected || now - (this.typingSentAt.get(chatId) || 0) < this.typingThrottleMs) {
+      return;
+    }
+    if (this.transmit("typing", { chatId })) this.typingSentAt.set(chatId, now);
+  }
+
+  /** The typist cleared the composer: end the typing state at once. */
+  stopTyping(chatId) {
+    chatId = String(chatId);
+    if (this.typingSentAt.delete(chatId)) this.transmit("typing", { chatId, isTyping: false });
+  }
+
+  /** Mark a chat read up to `messageId` (default: its latest message); sent when connected. */
+  read(chatId, messageId = null) {
+    this.reads.set(String(chatId), messageId === null ? null : String(messageId));
+    this.flushReads();
+  }
+
+  /** Say the app holds chat `chatId` up to `seq` (from REST): sync starts after it. */
+  track(chatId, seq) {
+    chatId = String(chatId);
+    const current = this.lastSeq.get(chatId);
+    if (current === undefined || Number(seq) > current) this.lastSeq.set(chatId, Number(seq));
+    this.drainHeld(chatId);
+  }
+
+  lastSeqOf(chatId) {
+    return this.lastSeq.get(String(chatId));
+  }
+
+  flushOutbox() {
+    if (!this.connected) return;
+    for (const item of this.outbox) {
+      if (item.sentOn === this.serial) continue;
+      const data = { chatId: item.chatId, text: item.text, clientMessageId: item.clientMessageId };
+      if (this.transmit("message", data)) item.sentOn = this.serial;
+    }
+  }
+
+  flushReads() {
+    if (!this.connected) return;
+    for (const [chatId, messageId] of this.reads) {
+      const data = messageId === null ? { chatId } : { chatId, messageId };
+      if (this.transmit("read", data)) this.reads.delete(chatId);
+    }
+  }
+
+  transmit(type, data) {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== 1) return false;
+    socket.send(JSON.stringify({ type, data }));
+    return true;
+  }
+
+  loadOutbox() {
+    if (!this.storage) return [];
+    try {
+      const items = JSON.parse(this.storage.getItem(this.storageKey) || "[]");
+      return Array.isArray(items) ? items.map((item) => ({ ...item, sentOn: null })) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  saveOutbox() {
+    if (!this.storage) return;
+    const items = this.outbox.map(({ clientMessageId, chatId, text, createdAt }) => ({
+      clientMessageId,
+      chatId,
+      text,
+      createdAt,
+    }));
+    try {
+      this.storage.setItem(this.storageKey, JSON.stringify(items));
+    } catch (error) {
+      console.warn("biogram: the outbox could not be saved", error);
+    }
+  }
+}

@@ -1,0 +1,591 @@
+/**
+ * biogram-page.js: the built-in messages page (templates/messaging/index.html).
+ *
+ * The socket (connect, reconnect, sync, outbox, token refresh) is
+ * biogram-client.js; this file only draws what it reports. REST calls (chat
+ * list, history pages, user search, new chats) go with the Django session and
+ * its CSRF token. Every piece of user text reaches the DOM as text: nodes are
+ * built with el() below, never from HTML strings.
+ */
+
+import { BiogramSocket, sessionTokenSource } from "./biogram-client.js";
+
+const PAGE_SIZE = 40;
+const boot = JSON.parse(document.getElementById("biogram-boot").textContent);
+const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+const me = boot.userId;
+const $ = (id) => document.getElementById(id);
+
+const client = new BiogramSocket({
+  getToken: sessionTokenSource({ csrfToken }),
+  storage: window.localStorage,
+  storageKey: `biogram-outbox:${me}`,
+});
+window.biogram = { client }; // handy in the browser console
+
+const chats = new Map(); // chatId -> chat object of the REST API, kept current
+const online = new Set(); // user ids
+const typists = new Map(); // chatId -> Map(userId -> timer)
+let openChatId = null;
+let openSerial = 0; // discards answers for a chat that is no longer open
+const history = { oldestSeq: null, hasMore: false, loading: false };
+
+// ---------------------------------------------------------------- helpers
+
+/** A DOM element; strings become text nodes, so user text is never parsed as HTML. */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  }
+  return node;
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRFToken"] = csrfToken;
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) sessionEnded();
+  if (!response.ok) throw new Error(`${method} ${path} answered ${response.status}`);
+  return response.json();
+}
+
+function usernameOf(userId) {
+  for (const chat of chats.values()) {
+    const member = chat.members.find((m) => m.id === userId);
+    if (member) return member.username;
+  }
+  return `user ${userId}`;
+}
+
+function others(chat) {
+  return chat.members.filter((m) => m.id !== me);
+}
+
+function chatTitle(chat) {
+  if (chat.title) return chat.title;
+  const names = others(chat).map((m) => m.username);
+  return names.length ? names.join(", ") : "Only you";
+}
+
+function isOnline(chat) {
+  return others(chat).some((m) => online.has(m.id));
+}
+
+function activity(chat) {
+  return Date.parse((chat.lastMessage && chat.lastMessage.createdAt) || chat.createdAt);
+}
+
+function timeOf(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function pageVisible() {
+  return document.visibilityState === "visible";
+}
+
+function upsertChat(chat) {
+  const known = chats.get(chat.id);
+  if (known && known.lastMessage && chat.lastMessage) {
+    if (Number(known.lastMessage.seq) > Number(chat.lastMessage.seq)) {
+      chat.lastMessage = known.lastMessage;
+    }
+  }
+  chats.set(chat.id, chat);
+  if (chat.id !== openChatId) client.track(chat.id, chat.lastMessage ? chat.lastMessage.seq : 0);
+  return chat;
+}
+
+async function fetchChat(chatId) {
+  try {
+    upsertChat(await api(`/api/chats/${chatId}/`));
+    renderChatList();
+  } catch (error) {
+    console.warn("biogram: chat", chatId, error);
+  }
+}
+
+// ---------------------------------------------------------------- connection indicator
+
+let countdown = null;
+
+function renderConnection({ state, nextAttemptAt, reason }) {
+  const box = $("connection");
+  const label = $("connection-label");
+  clearInterval(countdown);
+  box.dataset.state = state;
+  $("retry-now").hidden = state !== "reconnecting";
+  if (state === "connected") {
+    box.dataset.tone = "green";
+    label.textContent = "Connected";
+  } else if (state === "offline") {
+    box.dataset.tone = "red";
+    label.textContent = reason === "unauthorized" ? "Offline: please log in again" : "Offline";
+  } else if (state === "connecting") {
+    box.dataset.tone = "amber";
+    label.textContent = client.attempt ? "Reconnecting…" : "Connecting…";
+  } else {
+    box.dataset.tone = "amber";
+    const tick = () => {
+      const seconds = Math.max(0, Math.ceil((nextAttemptAt - Date.now()) / 1000));
+      label.textContent = `Reconnecting in ${seconds} s…`;
+    };
+    tick();
+    countdown = setInterval(tick, 250);
+  }
+}
+
+function sessionEnded() {
+  $("session-ended").hidden = false;
+}
+
+// ---------------------------------------------------------------- chat list
+
+function renderChatList() {
+  const list = $("chat-list");
+  const sorted = [...chats.values()].sort((a, b) => activity(b) - activity(a) || b.id - a.id);
+  list.replaceChildren(
+    ...sorted.map((chat) => {
+      const last = chat.lastMessage;
+      let preview = "No messages yet";
+      if (last) {
+        const who = last.senderId === me ? "You" : usernameOf(last.senderId);
+        preview = `${who}: ${last.deleted ? "message deleted" : last.text}`;
+      }
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: chat.id === openChatId ? "chat-item open" : "chat-item",
+            dataset: { chatId: chat.id },
+            "aria-current": chat.id === openChatId ? "true" : null,
+            onclick: () => openChat(chat.id),
+          },
+          el("span", {
+            class: isOnline(chat) ? "presence online" : "presence",
+            title: isOnline(chat) ? "online" : "offline",
+          }),
+          el(
+            "span",
+            { class: "chat-text" },
+            el("span", { class: "chat-name" }, chatTitle(chat)),
+            el("span", { class: "chat-preview" }, preview),
+          ),
+          chat.unreadCount ? el("span", { class: "unread" }, String(chat.unreadCount)) : null,
+        ),
+      );
+    }),
+  );
+  $("no-chats").hidden = chats.size > 0;
+  if (openChatId && chats.has(openChatId)) renderChatHeader(chats.get(openChatId));
+}
+
+// ---------------------------------------------------------------- chat box
+
+function renderChatHeader(chat) {
+  $("chat-title").textContent = chatTitle(chat);
+  $("chat-members").textContent = chat.isDirect
+    ? isOnline(chat)
+      ? "online"
+      : "offline"
+    : `${chat.members.length} members`;
+  $("chat-presence").className = isOnline(chat) ? "presence online" : "presence";
+}
+
+function messageNode(message) {
+  const mine = message.senderId === me;
+  const chat = chats.get(message.chatId);
+  return el(
+    "li",
+    {
+      class: `message ${mine ? "mine" : "theirs"}${message.deleted ? " deleted" : ""}`,
+      dataset: { id: message.id, seq: message.seq, clientId: message.clientMessageId || "" },
+    },
+    !mine && chat && !chat.isDirect
+      ? el("span", { class: "sender" }, usernameOf(message.senderId))
+      : null,
+    el("span", { class: "text" }, message.deleted ? "Message deleted" : message.text),
+    el("span", { class: "meta" }, el("time", { datetime: message.createdAt }, timeOf(message.createdAt))),
+  );
+}
+
+/** Insert a message in seq order; a message already shown is left as it is. */
+function showMessage(message) {
+  const list = $("message-list");
+  if (list.querySelector(`li[data-id="${CSS.escape(message.id)}"]`)) return;
+  const node = messageNode(message);
+  const seq = Number(message.seq);
+  const after = [...list.children].find((li) => Number(li.dataset.seq) > seq);
+  list.insertBefore(node, after || null);
+}
+
+function showPending(item) {
+  $("pending-list").append(
+    el(
+      "li",
+      { class: "message mine pending", dataset: { clientId: item.clientMessageId } },
+      el("span", { class: "text" }, item.text),
+      el("span", { class: "meta" }, el("span", { class: "status" }, "Sending…")),
+    ),
+  );
+}
+
+function pendingNode(clientMessageId) {
+  return $("pending-list").querySelector(`li[data-client-id="${CSS.escape(clientMessageId)}"]`);
+}
+
+/** "Seen" (direct) or "Seen by N" (group) under my latest message. */
+function renderReceipt() {
+  document.querySelectorAll("#message-list .receipt").forEach((node) => node.remove());
+  const chat = chats.get(openChatId);
+  const mine = [...$("message-list").querySelectorAll("li.mine")];
+  if (!chat || !mine.length) return;
+  const latest = mine[mine.length - 1];
+  const seq = Number(latest.dataset.seq);
+  const readers = others(chat).filter((m) => Number(m.lastReadSeq || 0) >= seq).length;
+  let text = "Sent";
+  if (readers) text = chat.isDirect ? "Seen" : `Seen by ${readers}`;
+  latest.querySelector(".meta").append(el("span", { class: "receipt" }, text));
+}
+
+function renderTyping() {
+  const names = [...(typists.get(openChatId) || new Map()).keys()].map(usernameOf);
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length > 1) text = `${names.join(" and ")} are typing…`;
+  $("typing").textContent = text;
+}
+
+function setTyping(chatId, userId, isTyping, expiresInMs = 3000) {
+  if (!typists.has(chatId)) typists.set(chatId, new Map());
+  const inChat = typists.get(chatId);
+  clearTimeout(inChat.get(userId));
+  if (isTyping) {
+    // The server says when typing stops; this only covers a lost `false`.
+    inChat.set(
+      userId,
+      setTimeout(() => setTyping(chatId, userId, false), expiresInMs + 1000),
+    );
+  } else {
+    inChat.delete(userId);
+  }
+  if (chatId === openChatId) renderTyping();
+}
+
+function nearBottom() {
+  const box = $("messages");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+function scrollToBottom() {
+  const box = $("messages");
+  box.scrollTop = box.scrollHeight;
+}
+
+function markRead() {
+  const chat = chats.get(openChatId);
+  if (!chat || !pageVisible()) return;
+  const theirs = [...$("message-list").querySelectorAll("li.theirs")];
+  const latest = theirs[theirs.length - 1];
+  if (!latest || Number(latest.dataset.seq) <= Number(chat.lastReadSeq)) return;
+  chat.lastReadSeq = latest.dataset.seq;
+  client.read(chat.id, latest.dataset.id);
+  if (chat.lastMessage && Number(chat.lastReadSeq) >= Number(chat.lastMessage.seq)) {
+    chat.unreadCount = 0;
+    renderChatList();
+  }
+}
+
+async function openChat(chatId) {
+  const chat = chats.get(chatId);
+  if (!chat) return;
+  const serial = ++openSerial;
+  openChatId = chatId;
+  history.oldestSeq = null;
+  history.hasMore = false;
+  history.loading = true;
+  window.location.hash = `chat-${chatId}`;
+  $("no-chat").hidden = true;
+  $("chat-box").hidden = false;
+  $("message-list").replaceChildren();
+  $("pending-list").replaceChildren();
+  client.pending(chatId).forEach(showPending);
+  $("history-status").textContent = "Loading…";
+  renderChatList();
+  renderTyping();
+  $("composer-text").focus();
+  try {
+    const page = await api(`/api/chats/${chatId}/messages/?limit=${PAGE_SIZE}`);
+    if (serial !== openSerial) return;
+    page.results.forEach(showMessage);
+    history.hasMore = page.hasMore;
+    history.oldestSeq = page.results.length ? page.results[0].seq : null;
+    const last = page.results[page.results.length - 1];
+    if (last) client.track(chatId, last.seq);
+    $("history-status").textContent = history.hasMore ? "" : "This is the start of the chat.";
+  } catch (error) {
+    if (serial === openSerial) $("history-status").textContent = "Could not load the history.";
+    return;
+  } finally {
+    if (serial === openSerial) history.loading = false;
+  }
+  renderReceipt();
+  scrollToBottom();
+  markRead();
+  fillScreen();
+}
+
+/** Older pages, through the REST history, when the reader scrolls to the top. */
+async function loadOlder() {
+  if (history.loading || !history.hasMore || !history.oldestSeq) return;
+  const serial = openSerial;
+  const chatId = openChatId;
+  history.loading = true;
+  $("history-status").textContent = "Loading earlier messages…";
+  try {
+    const page = await api(
+      `/api/chats/${chatId}/messages/?before=${history.oldestSeq}&limit=${PAGE_SIZE}`,
+    );
+    if (serial !== openSerial) return;
+    const box = $("messages");
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    page.results.forEach(showMessage);
+    box.scrollTop = box.scrollHeight - fromBottom; // keep the reader's place
+    history.hasMore = page.hasMore;
+    if (page.results.length) history.oldestSeq = page.results[0].seq;
+    $("history-status").textContent = history.hasMore ? "" : "This is the start of the chat.";
+  } catch {
+    if (serial === openSerial) $("history-status").textContent = "Could not load earlier messages.";
+  } finally {
+    if (serial === openSerial) history.loading = false;
+  }
+  fillScreen();
+}
+
+/** Keep loading older pages while they do not fill the box (nothing to scroll yet). */
+function fillScreen() {
+  const box = $("messages");
+  if (history.hasMore && box.scrollHeight <= box.clientHeight) loadOlder();
+}
+
+// ---------------------------------------------------------------- socket events
+
+client.on("state", renderConnection);
+
+client.on("unauthorized", sessionEnded);
+
+client.on("ready", (data) => {
+  online.clear();
+  data.online.forEach((id) => online.add(id));
+  const member = new Set(data.chats);
+  for (const chatId of [...chats.keys()]) {
+    if (!member.has(chatId)) removeChat(chatId);
+  }
+  for (const chatId of data.chats) {
+    if (!chats.has(chatId)) fetchChat(chatId);
+  }
+  renderChatList();
+});
+
+client.on("message", (message) => {
+  const chat = chats.get(message.chatId);
+  if (!chat) {
+    fetchChat(message.chatId);
+    return;
+  }
+  if (!chat.lastMessage || Number(message.seq) >= Number(chat.lastMessage.seq)) {
+    chat.lastMessage = message;
+  }
+  const theirs = message.senderId !== me;
+  const reading = message.chatId === openChatId && pageVisible();
+  if (theirs && !reading && Number(message.seq) > Number(chat.lastReadSeq)) chat.unreadCount += 1;
+  if (theirs) setTyping(message.chatId, message.senderId, false);
+  if (message.chatId === openChatId) {
+    const follow = nearBottom() || !theirs;
+    showMessage(message);
+    renderReceipt();
+    if (follow) scrollToBottom();
+    markRead();
+  }
+  renderChatList();
+});
+
+client.on("pending", (item) => {
+  if (item.chatId === openChatId) {
+    showPending(item);
+    scrollToBottom();
+  }
+});
+
+client.on("sent", (item) => {
+  const node = pendingNode(item.clientMessageId);
+  if (node) node.remove();
+});
+
+client.on("failed", (item, error) => {
+  const node = pendingNode(item.clientMessageId);
+  if (!node) return;
+  node.classList.replace("pending", "failed");
+  node.querySelector(".status").textContent = `Not sent: ${error.message}`;
+});
+
+client.on("typing", (data) => {
+  if (data.userId !== me) setTyping(data.chatId, data.userId, data.isTyping, data.expiresInMs);
+});
+
+client.on("read", (data) => {
+  const chat = chats.get(data.chatId);
+  if (!chat) return;
+  const member = chat.members.find((m) => m.id === data.userId);
+  if (member && Number(data.seq) > Number(member.lastReadSeq || 0)) member.lastReadSeq = data.seq;
+  if (data.userId === me) {
+    if (Number(data.seq) > Number(chat.lastReadSeq)) chat.lastReadSeq = data.seq;
+    if (!chat.lastMessage || Number(chat.lastReadSeq) >= Number(chat.lastMessage.seq)) {
+      chat.unreadCount = 0;
+    }
+    renderChatList();
+  }
+  if (data.chatId === openChatId) renderReceipt();
+});
+
+client.on("presence", ({ userId, online: isUp }) => {
+  if (isUp) online.add(userId);
+  else online.delete(userId);
+  renderChatList();
+});
+
+client.on("chat", ({ chatId, event }) => {
+  if (event === "added") fetchChat(chatId);
+  else removeChat(chatId);
+});
+
+client.on("delete", ({ chatId, messageId }) => {
+  const chat = chats.get(chatId);
+  if (chat && chat.lastMessage && chat.lastMessage.id === messageId) {
+    chat.lastMessage = { ...chat.lastMessage, text: null, deleted: true };
+    renderChatList();
+  }
+  if (chatId !== openChatId) return;
+  const node = $("message-list").querySelector(`li[data-id="${CSS.escape(messageId)}"]`);
+  if (node) {
+    node.classList.add("deleted");
+    node.querySelector(".text").textContent = "Message deleted";
+  }
+});
+
+client.on("synced", (summary) => {
+  // More was missed than `sync` replays: show the latest page from the REST history.
+  if (openChatId && summary[openChatId] && summary[openChatId].hasMore) openChat(openChatId);
+});
+
+function removeChat(chatId) {
+  chats.delete(chatId);
+  if (chatId === openChatId) {
+    openChatId = null;
+    $("chat-box").hidden = true;
+    $("no-chat").hidden = false;
+  }
+  renderChatList();
+}
+
+// ---------------------------------------------------------------- composer and search
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const box = $("composer-text");
+  if (!openChatId || !box.value.trim()) return;
+  client.send(openChatId, box.value);
+  box.value = "";
+});
+
+$("composer-text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+$("composer-text").addEventListener("input", (event) => {
+  if (!openChatId) return;
+  if (event.target.value.trim()) client.typing(openChatId);
+  else client.stopTyping(openChatId);
+});
+
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 80) loadOlder();
+});
+
+document.addEventListener("visibilitychange", markRead);
+
+let searchTimer = null;
+$("user-search").addEventListener("input", (event) => {
+  clearTimeout(searchTimer);
+  const query = event.target.value.trim();
+  if (!query) {
+    $("user-results").replaceChildren();
+    return;
+  }
+  searchTimer = setTimeout(async () => {
+    try {
+      const users = await api(`/api/users/?search=${encodeURIComponent(query)}`);
+      $("user-results").replaceChildren(
+        ...(users.length
+          ? users.map((user) =>
+              el(
+                "li",
+                {},
+                el(
+                  "button",
+                  { type: "button", class: "user-item", onclick: () => startChat(user) },
+                  user.username,
+                ),
+              ),
+            )
+          : [el("li", { class: "muted" }, "Nobody by that name.")]),
+      );
+    } catch {
+      $("user-results").replaceChildren(el("li", { class: "muted" }, "Search failed."));
+    }
+  }, 200);
+});
+
+async function startChat(user) {
+  const chat = upsertChat(await api("/api/chats/", { method: "POST", body: { memberIds: [user.id] } }));
+  $("user-search").value = "";
+  $("user-results").replaceChildren();
+  await openChat(chat.id);
+}
+
+$("retry-now").addEventListener("click", () => client.reconnectNow());
+
+// ---------------------------------------------------------------- start
+
+async function start() {
+  try {
+    (await api("/api/chats/")).forEach(upsertChat);
+  } catch (error) {
+    console.warn("biogram: chat list", error);
+  }
+  renderChatList();
+  client.connect();
+  const wanted = window.location.hash.replace(/^#chat-/, "");
+  if (wanted && chats.has(wanted)) openChat(wanted);
+}
+
+start();
