@@ -62,6 +62,8 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         while True:
             await self.wakeup.wait()
+            # One more turn of the loop lets requests already on their way join this batch.
+            await asyncio.sleep(0)
             self.wakeup.clear()
             while self.pending:
                 batch = self.pending[: self.max_batch]

@@ -16,6 +16,7 @@ queue, so the layer still serves everything else in Django.
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 from collections import deque
@@ -41,6 +42,7 @@ class ChatChannelLayer(BaseChannelLayer):
     def __init__(self, hosts=None, prefix="biogram", capacity=1000, expiry=60, **kwargs):
         super().__init__(expiry=expiry, capacity=capacity, **kwargs)
         self.process_id = secrets.token_hex(6)
+        self.serial = itertools.count(1)
         self.prefix = prefix
         self.redis_url = hosts[0] if hosts else None
         self.channels: dict[str, asyncio.Queue] = {}
@@ -53,7 +55,8 @@ class ChatChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix="specific"):
         self._bind_loop()
-        return f"{prefix}.{self.process_id}!{secrets.token_hex(8)}"
+        # Unique within the process, and the process id makes it unique across processes.
+        return f"{prefix}.{self.process_id}!{next(self.serial)}"
 
     def attach(self, channel: str, sink: Callable[[dict], None]) -> None:
         """Hand every event for `channel` to `sink`, synchronously, in the event loop."""

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -27,22 +28,27 @@ def co_member_ids(user) -> set[int]:
 
 
 def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict]:
-    """For each user: their chat ids, and the ids of the users who share one (two queries)."""
+    """For each user: their chat ids, and the ids of the users who share one (one query).
+
+    Runs for every batch of new sockets, so it is one plain SQL statement.
+    """
+    table = connection.ops.quote_name(Membership._meta.db_table)
+    marks = ", ".join(["%s"] * len(user_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT mine.user_id, mine.chat_id, other.user_id FROM {table} mine"
+            f" JOIN {table} other ON other.chat_id = mine.chat_id"
+            f" WHERE mine.user_id IN ({marks})",
+            list(user_ids),
+        )
+        rows = cursor.fetchall()
     chats: dict[int, list[int]] = {}
-    for user_id, chat_id in Membership.objects.filter(user_id__in=user_ids).values_list(
-        "user_id", "chat_id"
-    ):
-        chats.setdefault(user_id, []).append(chat_id)
-    members: dict[int, list[int]] = {}
-    their_chats = Membership.objects.filter(user_id__in=user_ids).values("chat_id")
-    for chat_id, user_id in Membership.objects.filter(chat_id__in=their_chats).values_list(
-        "chat_id", "user_id"
-    ):
-        members.setdefault(chat_id, []).append(user_id)
-    co_members = {
-        user_id: {m for chat_id in chat_ids for m in members.get(chat_id, ())} - {user_id}
-        for user_id, chat_ids in chats.items()
-    }
+    co_members: dict[int, set[int]] = {}
+    for user_id, chat_id, other_id in rows:
+        if other_id == user_id:
+            chats.setdefault(user_id, []).append(chat_id)
+        else:
+            co_members.setdefault(user_id, set()).add(other_id)
     return chats, co_members
 
 
