@@ -139,8 +139,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             state = await connection_state(self.user.pk)
             await self.join(events.user_group(self.user_key))
+            prime = getattr(self.channel_layer, "prime_order", None)
             for chat_id in state.chat_ids:
-                await self.join(events.chat_group(chat_id))
+                group = events.chat_group(chat_id)
+                if prime is not None:
+                    prime(group, state.last_seqs[chat_id])
+                await self.join(group)
                 self.chat_ids.add(str(chat_id))
         except Exception:
             logger.exception("connect failed for user %s", self.user_key)

@@ -27,6 +27,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from messaging import metrics
+from messaging.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class ChatChannelLayer(BaseChannelLayer):
         self.sinks: dict[str, Callable[[dict], None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.bridge: RedisBridge | None = None
+        # With other processes, messages of one chat arrive from several; put them in seq order.
+        self.sequencer = Sequencer(self.fan_out) if self.redis_url else None
 
     # ------------------------------------------------------------ channels
 
@@ -130,6 +133,8 @@ class ChatChannelLayer(BaseChannelLayer):
         members.pop(channel, None)
         if not members:
             del self.groups[group]
+            if self.sequencer is not None:
+                self.sequencer.forget(group)
             if self.redis_url and self.bridge is not None:
                 self.bridge.unsubscribe(f"g:{group}")
 
@@ -174,6 +179,21 @@ class ChatChannelLayer(BaseChannelLayer):
             logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
 
     def deliver_group(self, group: str, message: dict) -> None:
+        if (
+            self.sequencer is not None
+            and message.get("seq") is not None
+            and message.get("type") == "chat.frame"
+        ):
+            self.sequencer.offer(group, message)
+        else:
+            self.fan_out(group, message)
+
+    def prime_order(self, group: str, last_seq: int) -> None:
+        """The group's events carry seqs and the last one stored is `last_seq`."""
+        if self.sequencer is not None:
+            self.sequencer.prime(group, last_seq)
+
+    def fan_out(self, group: str, message: dict) -> None:
         members = self.groups.get(group)
         if not members:
             return
@@ -190,6 +210,7 @@ class ChatChannelLayer(BaseChannelLayer):
     async def flush(self):
         self.channels.clear()
         self.groups.clear()
+        self.sequencer = Sequencer(self.fan_out) if self.redis_url else None
         self.sinks.clear()
         if self.bridge is not None:
             await self.bridge.close()
@@ -209,6 +230,7 @@ class ChatChannelLayer(BaseChannelLayer):
             self.loop = running
             self.channels.clear()
             self.groups.clear()
+            self.sequencer = Sequencer(self.fan_out) if self.redis_url else None
             self.sinks.clear()
             self.bridge = None
 

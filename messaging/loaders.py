@@ -15,14 +15,18 @@ from messaging import selectors
 class ConnectionState:
     chat_ids: list[int]
     co_member_ids: set[int]
+    last_seqs: dict[int, int]  # chat id -> its last stored seq, when loaded
 
 
 def _load(user_ids: list[int]) -> list[ConnectionState]:
-    chats, co_members = selectors.chats_and_co_members(set(user_ids))
-    return [
-        ConnectionState(chats.get(user_id, []), co_members.get(user_id, set()))
-        for user_id in user_ids
-    ]
+    chats, co_members, last_seqs = selectors.chats_and_co_members(set(user_ids))
+    states = []
+    for user_id in user_ids:
+        mine = chats.get(user_id, [])
+        states.append(
+            ConnectionState(mine, co_members.get(user_id, set()), {c: last_seqs[c] for c in mine})
+        )
+    return states
 
 
 _runner = BatchRunner(_load, name="connection-loader", max_batch=500)
