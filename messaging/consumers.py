@@ -293,6 +293,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
             for message in page.messages:
                 self.send_frame(protocol.message_frame(message))
+                if self.outbox.backlog > self.outbox.limit // 2:
+                    # A replay is our own burst, not a slow reader: wait for the socket.
+                    await self.outbox.flushed()
             last = page.messages[-1].seq if page.messages else after
             summary[chat_id] = (last, page.has_more)
         self.send_frame(protocol.sync_frame(summary))
