@@ -45,7 +45,7 @@ def _close_worker_connections(django_db_setup, django_db_blocker):
     from biogram import batching
 
     batching.close_connections()
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and connection.settings_dict["NAME"].startswith("test_"):
         with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -144,10 +144,10 @@ def _fast_password_hasher(settings):
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
     """Presence counts and rate-limit buckets live in the process: start each test clean."""
-    presence._connections.clear()
+    presence.reset()
     ratelimit.reset()
     yield
-    presence._connections.clear()
+    presence.reset()
     ratelimit.reset()
 
 

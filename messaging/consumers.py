@@ -150,7 +150,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.exception("connect failed for user %s", self.user_key)
             self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
             return
-        first = presence.connected(self.user_key)
+        first = await presence.connected(self.user_key)
         self.online = True
         live_consumers.add(self)
         self.send_frame(
@@ -158,7 +158,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 user_id=self.user_key,
                 connection_id=self.connection_id,
                 chats=sorted(self.chat_ids, key=int),
-                online=presence.online_among(state.co_member_ids),
+                online=await presence.online_among(state.co_member_ids),
                 token_expires_at=self.token_expires_at,
             )
         )
@@ -184,7 +184,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except Exception:
                 logger.warning("leaving group %s failed", group, exc_info=True)
         self.joined.clear()
-        if self.online and presence.disconnected(self.user_key):
+        if self.online and await presence.disconnected(self.user_key):
             self.online = False
             try:
                 state = await connection_state(self.user.pk)
@@ -456,6 +456,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
             send_now(group, event)
         else:
             self.spawn(self.channel_layer.group_send(group, event))
+
+
+async def _announce_offline(user_ids: list[str]) -> None:
+    """Users whose only process died are offline: tell who shares a chat with them."""
+    layer = get_channel_layer()
+    for user_id in user_ids:
+        state = await connection_state(int(user_id))
+        event = events.user_frame_event(protocol.presence_frame(user_id=user_id, online=False))
+        for other in state.co_member_ids:
+            await layer.group_send(events.user_group(other), event)
+
+
+presence.set_offline_handler(_announce_offline)
 
 
 class _TypingState:

@@ -1,0 +1,64 @@
+"""Presence shared through Redis: other processes' users count, a dead process's users go offline.
+
+Runs in `make test`'s PostgreSQL + Redis pass (skipped without REDIS_URL). Another
+process is played by writing its records into Redis the way it would.
+"""
+
+import time
+
+import pytest
+import redis.asyncio as redis
+from django.conf import settings
+
+from messaging import presence
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+
+
+async def other_process_holds(user_id: str, pid: str, last_beat: float):
+    shared = presence._redis
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    await client.zadd(shared._alive, {pid: last_beat})
+    await client.hset(shared._user(user_id), pid, 1)
+    await client.sadd(shared._process(pid), user_id)
+    await client.aclose()
+
+
+async def test_a_user_connected_only_through_another_live_process_is_online():
+    await other_process_holds("900001", "live-peer", time.time())
+    presence._redis.live_cache = None
+
+    assert await presence.online_among([900001, 900002]) == ["900001"]
+    # Their first socket here does not announce them again; closing it does not take them offline.
+    assert await presence.connected(900001) is False
+    assert await presence.disconnected(900001) is False
+
+
+async def test_the_users_of_a_process_that_stopped_beating_are_announced_offline():
+    await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+    await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+    await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
+    shared = presence._redis
+    announced = []
+
+    async def record(user_ids):
+        announced.extend(user_ids)
+
+    shared.on_offline, previous = record, shared.on_offline
+    shared.live_cache = None
+    try:
+        await shared._sweep(shared._client())
+    finally:
+        shared.on_offline = previous
+
+    assert announced == ["900011"]
+    assert await presence.online_among([900011, 900012]) == ["900012"]
+
+
+async def test_a_users_first_socket_anywhere_brings_them_online_and_the_last_takes_them_off():
+    assert await presence.connected(900021) is True
+    assert await presence.connected(900021) is False
+    assert await presence.online_among([900021]) == ["900021"]
+    assert await presence.disconnected(900021) is False
+    assert await presence.disconnected(900021) is True
+    assert await presence.online_among([900021]) == []
