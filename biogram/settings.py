@@ -173,6 +173,8 @@ WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 20.0)
 WS_PING_TIMEOUT = env_float("WS_PING_TIMEOUT", 20.0)
 # Frames waiting for a socket whose client does not read; past this it is closed (4009).
 WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 1000)
+# Open sockets per user (all processes together, with Redis); the newest past it gets 4029.
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 
 # REST API
 REST_FRAMEWORK = {

@@ -40,6 +40,7 @@ CLOSE_FORBIDDEN = 4003
 CLOSE_FLOODING = 4008
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CLIENT = 4009
+CLOSE_TOO_MANY_SOCKETS = 4029
 
 # Connection ids: this process's random prefix and a serial number (os.urandom per
 # connection was a measurable part of the handshake cost).
@@ -137,6 +138,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
             return
         try:
+            first = await presence.connected(
+                self.user_key, limit=settings.WS_MAX_SOCKETS_PER_USER or None
+            )
+        except presence.TooManySockets:
+            self.refuse(
+                RateLimited(
+                    f"Too many open connections ({settings.WS_MAX_SOCKETS_PER_USER}) for this "
+                    "user; close one first."
+                ),
+                CLOSE_TOO_MANY_SOCKETS,
+            )
+            return
+        self.online = True
+        try:
             state = await connection_state(self.user.pk)
             await self.join(events.user_group(self.user_key))
             prime = getattr(self.channel_layer, "prime_order", None)
@@ -148,10 +163,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.chat_ids.add(str(chat_id))
         except Exception:
             logger.exception("connect failed for user %s", self.user_key)
+            self.online = False
+            await presence.disconnected(self.user_key)
             self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
             return
-        first = await presence.connected(self.user_key)
-        self.online = True
         live_consumers.add(self)
         self.send_frame(
             protocol.connect_frame(

@@ -31,15 +31,27 @@ _connections: Counter = Counter()
 process_id = secrets.token_hex(6)
 
 
-async def connected(user_id) -> bool:
-    """Count a new socket; True when the user just came online (their first socket anywhere)."""
+class TooManySockets(Exception):
+    """The user already has the most sockets allowed open."""
+
+
+async def connected(user_id, *, limit: int | None = None) -> bool:
+    """Count a new socket; True when the user just came online (their first socket anywhere).
+
+    Raises TooManySockets (and counts nothing) when the user already has `limit` open,
+    on this process or, with Redis, on all of them together.
+    """
     key = str(user_id)
+    if limit is not None and _connections[key] >= limit:
+        raise TooManySockets()
     _connections[key] += 1
-    if _connections[key] > 1:
-        return False
     if _redis is None or not settings.REDIS_URL:
-        return True
-    return await _redis.claim(key)
+        return _connections[key] == 1
+    first, total = await _redis.claim(key)
+    if limit is not None and total > limit:
+        await disconnected(user_id)
+        raise TooManySockets()
+    return first and _connections[key] == 1
 
 
 async def disconnected(user_id) -> bool:
@@ -47,11 +59,14 @@ async def disconnected(user_id) -> bool:
     key = str(user_id)
     if _connections[key] > 1:
         _connections[key] -= 1
-        return False
-    _connections.pop(key, None)
+        last_here = False
+    else:
+        _connections.pop(key, None)
+        last_here = True
     if _redis is None or not settings.REDIS_URL:
-        return True
-    return await _redis.release(key)
+        return last_here
+    gone = await _redis.release(key)
+    return last_here and gone
 
 
 async def online_among(user_ids) -> list[str]:
@@ -111,34 +126,48 @@ class RedisPresence:
             self.live_cache = (now, {m.decode() for m in members} | {process_id})
         return self.live_cache[1]
 
-    async def claim(self, user_id: str) -> bool:
+    async def claim(self, user_id: str) -> tuple[bool, int]:
+        """Count one more socket of the user here: (nobody else held them, sockets in all)."""
         client = self._client()
         try:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.zadd(self._alive, {process_id: time.time()})
-                pipe.hkeys(self._user(user_id))
-                pipe.hset(self._user(user_id), process_id, 1)
+                pipe.hgetall(self._user(user_id))
+                pipe.hincrby(self._user(user_id), process_id, 1)
                 pipe.sadd(self._process(process_id), user_id)
-                _, holders, _, _ = await pipe.execute()
-            others = {h.decode() for h in holders} - {process_id}
-            return not (others & await self._live_processes(client))
+                _, before, _, _ = await pipe.execute()
+            live = await self._live_processes(client)
+            counts = {
+                pid.decode(): int(count)
+                for pid, count in before.items()
+                if pid.decode() in live and int(count) > 0
+            }
+            others = sum(count for pid, count in counts.items() if pid != process_id)
+            return others == 0, others + _connections.get(user_id, 0)
         except Exception:
             logger.warning("presence: redis unavailable; counting this process only", exc_info=True)
-            return True
+            return True, _connections.get(user_id, 0)
 
     async def release(self, user_id: str) -> bool:
+        """Count one socket fewer here: True when no live process holds the user any more."""
         client = self._client()
+        here = _connections.get(user_id, 0)
         try:
             async with client.pipeline(transaction=False) as pipe:
-                pipe.hdel(self._user(user_id), process_id)
-                pipe.srem(self._process(process_id), user_id)
-                pipe.hkeys(self._user(user_id))
-                _, _, holders = await pipe.execute()
-            others = {h.decode() for h in holders} - {process_id}
-            return not (others & await self._live_processes(client))
+                if here:
+                    pipe.hset(self._user(user_id), process_id, here)
+                else:
+                    pipe.hdel(self._user(user_id), process_id)
+                    pipe.srem(self._process(process_id), user_id)
+                pipe.hgetall(self._user(user_id))
+                results = await pipe.execute()
+            live = await self._live_processes(client)
+            return not any(
+                int(count) > 0 and pid.decode() in live for pid, count in results[-1].items()
+            )
         except Exception:
             logger.warning("presence: redis unavailable; counting this process only", exc_info=True)
-            return True
+            return here == 0
 
     async def online(self, user_ids: list[str]) -> set[str]:
         local = {key for key in user_ids if key in _connections}
@@ -149,7 +178,7 @@ class RedisPresence:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for key in rest:
-                    pipe.hkeys(self._user(key))
+                    pipe.hgetall(self._user(key))
                 holders = await pipe.execute()
             live = await self._live_processes(client)
         except Exception:
@@ -158,7 +187,7 @@ class RedisPresence:
         return local | {
             key
             for key, held in zip(rest, holders, strict=True)
-            if {h.decode() for h in held} & live
+            if any(int(count) > 0 and pid.decode() in live for pid, count in held.items())
         }
 
     async def _beat(self) -> None:
@@ -168,8 +197,8 @@ class RedisPresence:
                 await client.zadd(self._alive, {process_id: time.time()})
                 if _connections:  # re-assert what this process holds (Redis may have restarted)
                     async with client.pipeline(transaction=False) as pipe:
-                        for user_id in list(_connections):
-                            pipe.hset(self._user(user_id), process_id, 1)
+                        for user_id, count in list(_connections.items()):
+                            pipe.hset(self._user(user_id), process_id, count)
                         pipe.sadd(self._process(process_id), *list(_connections))
                         await pipe.execute()
                 await self._sweep(client)
@@ -193,13 +222,14 @@ class RedisPresence:
             async with client.pipeline(transaction=False) as pipe:
                 for user_id in users:
                     pipe.hdel(self._user(user_id), pid)
-                    pipe.hkeys(self._user(user_id))
+                    pipe.hgetall(self._user(user_id))
                 results = await pipe.execute()
+            self.live_cache = None
             live = await self._live_processes(client)
             gone = [
                 user_id
                 for user_id, held in zip(users, results[1::2], strict=True)
-                if not ({h.decode() for h in held} & live)
+                if not any(int(n) > 0 and p.decode() in live for p, n in held.items())
             ]
             logger.info("presence: process %s is gone; %d users offline", pid, len(gone))
             if gone and self.on_offline is not None:
