@@ -1,5 +1,6 @@
 """Log filters and formatters: token redaction and JSON lines."""
 
+import contextvars
 import logging
 import re
 
@@ -12,7 +13,39 @@ REDACTED = r"\1[redacted]"
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
+    "socket",  # the text formatter's suffix; JSON has the fields themselves
 }
+
+
+# The socket a log line belongs to: user_id, connection_id and, while a frame about
+# one is handled, chat_id. Set by the consumer in its connection's task.
+socket_context: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "socket_context", default=None
+)
+_CONTEXT_FIELDS = ("user_id", "connection_id", "chat_id")
+
+
+def bind(**fields) -> contextvars.Token:
+    """Add fields to the current socket's log context; returns the token to undo it."""
+    return socket_context.set({**(socket_context.get() or {}), **fields})
+
+
+class SocketContext(logging.Filter):
+    """Puts the socket's ids on every record logged in its context (JSON fields, or a
+    ` [user_id=… connection_id=… chat_id=…]` suffix in text logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = socket_context.get()
+        suffix = ""
+        if context:
+            for key in _CONTEXT_FIELDS:
+                if key in context and not hasattr(record, key):
+                    setattr(record, key, context[key])
+            suffix = (
+                " [" + " ".join(f"{k}={context[k]}" for k in _CONTEXT_FIELDS if k in context) + "]"
+            )
+        record.socket = suffix
+        return True
 
 
 def redact(text: str) -> str:

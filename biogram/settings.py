@@ -231,16 +231,19 @@ LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "biogram.logging.RedactTokens"}},
+    "filters": {
+        "redact_tokens": {"()": "biogram.logging.RedactTokens"},
+        "socket_context": {"()": "biogram.logging.SocketContext"},
+    },
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s%(socket)s"},
         "json": {"()": "biogram.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["redact_tokens"],
+            "filters": ["socket_context", "redact_tokens"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

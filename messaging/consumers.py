@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from accounts.auth import InvalidToken, authenticate_token_async, query_param
+from biogram import logging as biogram_logging
 from messaging import events, metrics, presence, protocol, ratelimit, selectors, services
 from messaging.errors import (
     BadRequest,
@@ -133,6 +134,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
             return
         self.user_key = str(self.user.pk)
+        biogram_logging.bind(user_id=self.user_key, connection_id=self.connection_id)
         claimed = query_param(self.scope, "userId")
         if claimed is not None and claimed != self.user_key:
             self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
@@ -180,12 +182,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if first:
             self.announce_presence(state.co_member_ids, online=True)
         self.schedule_expiry()
+        logger.info("socket open: %d chats", len(self.chat_ids))
 
     async def disconnect(self, code):
         if getattr(self, "user_key", ...) is ...:
             return  # never got as far as `connect`
         self.closing = True
         self.outbox.abandon()
+        if self.user_key is not None:
+            logger.info("socket closed: code %s", code)
         live_consumers.discard(self)
         metrics.OPEN_SOCKETS.dec()
         metrics.DISCONNECTS.labels(code=str(code)).inc()
@@ -237,6 +242,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         metrics.FRAMES_IN.labels(type=frame.type_name).inc()
         handler = getattr(self, f"on_{frame.type_name}")
+        chat_id = getattr(frame, "chat_id", None)
+        context = None if chat_id is None else biogram_logging.bind(chat_id=str(chat_id))
+        logger.debug("frame %s", frame.type_name)
         try:
             await handler(frame)
         except MessagingError as error:
@@ -247,6 +255,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("unexpected error on %s frame", frame.type_name)
             self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
+        finally:
+            if context is not None:
+                biogram_logging.socket_context.reset(context)
 
     async def on_message(self, frame: protocol.SendMessage):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
