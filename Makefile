@@ -10,7 +10,7 @@ export HOST PORT
 PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
-.PHONY: run dev test test-default test-postgres lint format services install install-dev audit clean browser screenshots
+.PHONY: run dev cluster test test-default test-postgres lint format services install install-dev audit clean browser nginx screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	exec $(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+## cluster: N processes (default 2) on PORT, PORT+1, … sharing DATABASE_URL and REDIS_URL (default:
+## this machine's PostgreSQL database `biogram`, created if missing, and Redis db 0); NGINX=1 puts
+## nginx in front on NGINX_PORT (8080). Foreground; Ctrl-C stops all. docs/deployment.md.
+cluster: install $(if $(and $(DATABASE_URL),$(REDIS_URL)),,services) $(if $(filter 1,$(NGINX)),nginx)
+	N="$(N)" NGINX="$(NGINX)" NGINX_PORT="$(NGINX_PORT)" deploy/cluster.sh
 
 ## dev: Django's autoreloading runserver (daphne), for development only.
 dev: install
@@ -59,13 +65,17 @@ test: lint test-default test-postgres
 test-default: install-dev browser
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
 
-test-postgres: install-dev services browser
+test-postgres: install-dev services browser nginx
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
 	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db
 
 ## browser: Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+## nginx: Debian's nginx, for `make cluster NGINX=1` and the cluster tests (which skip without it).
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 ## screenshots: run the browser tests and keep their screenshots in docs/screenshots/.
 screenshots: install-dev browser

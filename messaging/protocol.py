@@ -148,15 +148,23 @@ def parse_text(value) -> str:
         raise BadRequest("'text' must not be empty.")
     if len(value) > settings.MESSAGE_MAX_LENGTH:
         raise TooLarge(f"Text is longer than {settings.MESSAGE_MAX_LENGTH} characters.")
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL; let through, it would fail the writer's whole batch.
+        raise BadRequest("'text' must not contain NUL characters.")
     return value
 
 
 def parse_client_message_id(value) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > CLIENT_MESSAGE_ID_MAX:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > CLIENT_MESSAGE_ID_MAX
+        or "\x00" in value
+    ):
         raise BadRequest(
-            f"'clientMessageId' must be a non-empty string of at most {CLIENT_MESSAGE_ID_MAX} characters."
+            f"'clientMessageId' must be a non-empty string of at most {CLIENT_MESSAGE_ID_MAX} characters, without NUL."
         )
     return value
 
