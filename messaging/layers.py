@@ -149,6 +149,10 @@ class ChatChannelLayer(BaseChannelLayer):
                 await self._publish(f"g:{group}", {"g": group, "m": message})
             return
         self.group_send_nowait(group, message)
+        if self.redis_url:
+            # An awaiting caller (sync code through async_to_sync, maybe in a loop that ends
+            # when this returns: a management command, a shell) waits until Redis has it.
+            await self._bridge().flushed()
 
     def group_send_nowait(self, group: str, message: dict) -> None:
         """`group_send` for code running in the layer's event loop, without awaiting:
@@ -170,7 +174,9 @@ class ChatChannelLayer(BaseChannelLayer):
         if self._foreign_loop():
             await RedisBridge.publish_once(self, name, payload)
         else:
-            self._bridge().publish_soon(name, payload)
+            bridge = self._bridge()
+            bridge.publish_soon(name, payload)
+            await bridge.flushed()
 
     def _deliver_quietly(self, channel: str, message: dict) -> None:
         try:
@@ -284,6 +290,11 @@ class RedisBridge:
         self.outgoing.append((self.key(name), self.encode(payload)))
         if self.publisher is None:
             self.publisher = self.loop.create_task(self.publish_queued())
+
+    async def flushed(self) -> None:
+        """Wait until everything queued so far has been published (or given up on)."""
+        while self.publisher is not None:
+            await asyncio.shield(self.publisher)
 
     async def publish_queued(self) -> None:
         try:

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `make cluster`: N `manage.py serve` processes on PORT, PORT+1, … sharing one PostgreSQL and one
+# Redis, in the foreground; with NGINX=1, nginx (deploy/nginx.conf) in front on NGINX_PORT.
+# Ctrl-C stops them all. docs/deployment.md explains the settings.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-2}
+PORT=${PORT:-8000}
+HOST=${HOST:-127.0.0.1}
+NGINX=${NGINX:-0}
+NGINX_PORT=${NGINX_PORT:-8080}
+PY=${PY:-.venv/bin/python}
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/biogram}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+
+# One database for every process: create it if missing, migrate once, before any starts.
+"$PY" - <<'PYTHON'
+import os
+
+import dj_database_url
+import psycopg
+from psycopg import sql
+
+config = dj_database_url.parse(os.environ["DATABASE_URL"])
+if config["ENGINE"].endswith("postgresql"):
+    server = {
+        "host": config["HOST"] or None,
+        "port": config["PORT"] or None,
+        "user": config["USER"] or None,
+        "password": config["PASSWORD"] or None,
+    }
+    server = {key: value for key, value in server.items() if value}
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as connection:
+        query = "SELECT 1 FROM pg_database WHERE datname = %s"
+        if connection.execute(query, [config["NAME"]]).fetchone() is None:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(config["NAME"])))
+            print(f"created database {config['NAME']}")
+PYTHON
+"$PY" manage.py migrate --noinput
+# Without SECRET_KEY, every process reads the same generated var/secret_key, so a token
+# issued by one is accepted by all.
+
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait || true
+}
+trap stop INT TERM EXIT
+
+for ((i = 0; i < N; i++)); do
+    "$PY" manage.py serve --host "$HOST" --port $((PORT + i)) &
+    pids+=($!)
+done
+
+if [ "$NGINX" = 1 ]; then
+    nginx=$(command -v nginx || echo /usr/sbin/nginx)
+    run_dir=$PWD/var/nginx
+    mkdir -p "$run_dir"
+    servers=""
+    for ((i = 0; i < N; i++)); do
+        servers+="        server $HOST:$((PORT + i)) max_fails=1 fail_timeout=5s;\n"
+    done
+    sed -e "s|@LISTEN@|$HOST:$NGINX_PORT|" -e "s|@RUN_DIR@|$run_dir|g" \
+        -e "s|^ *@UPSTREAM_SERVERS@|${servers%\\n}|" deploy/nginx.conf >"$run_dir/nginx.conf"
+    "$nginx" -p "$run_dir" -c "$run_dir/nginx.conf" -e "$run_dir/error.log" -g 'daemon off;' &
+    pids+=($!)
+    echo "nginx on http://$HOST:$NGINX_PORT/ in front of ports $PORT…$((PORT + N - 1)) (logs in $run_dir)"
+fi
+
+wait
