@@ -218,10 +218,11 @@ async def connect():
     for client in clients:
         # A receive timeout cancels the app; its disconnect then raises CancelledError.
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await client.communicator.disconnect()
+            await asyncio.wait_for(client.communicator.disconnect(), 5)
     layer = get_channel_layer()
     if hasattr(layer, "flush"):
-        await layer.flush()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(layer.flush(), 5)
 
 
 db_call = database_sync_to_async

@@ -42,6 +42,11 @@ class RegisterInput(serializers.Serializer):
         return attrs
 
 
+class UserSearchQuery(serializers.Serializer):
+    # A CharField refuses NUL (400), which PostgreSQL cannot take even in a LIKE pattern.
+    search = serializers.CharField(required=False, allow_blank=True, default="")
+
+
 class UserOutput(serializers.Serializer):
     id = serializers.CharField()
     username = serializers.CharField()
@@ -86,8 +91,10 @@ class UserListView(APIView):
         responses=UserOutput(many=True),
     )
     def get(self, request):
+        query = UserSearchQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        search = query.validated_data["search"]
         users = get_user_model().objects.filter(is_active=True).exclude(pk=request.user.pk)
-        search = request.query_params.get("search", "").strip()
         if search:
             users = users.filter(username__icontains=search[:150])
         users = users.order_by("username")[:USER_SEARCH_LIMIT]

@@ -5,18 +5,26 @@ a connection's chats) goes through runners like this instead of one
 `database_sync_to_async` call per request: under load one query or one
 transaction serves hundreds of requests, and an idle server answers a lone
 request at once. Each runner owns one worker thread, and so one database
-connection (Django's connections are per thread).
+connection (Django's connections are per thread), which it keeps open whatever
+CONN_MAX_AGE says (that setting is for request threads, which come and go under
+ASGI); a connection the database broke is dropped and comes back on the next
+batch.
 """
 
 import asyncio
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import close_old_connections, connections
+from django.db import connections
 
 logger = logging.getLogger(__name__)
+
+# The event loop whose runner thread this is (None in other threads): code running in a
+# batch hands work back to it, e.g. a broadcast after a commit (messaging.events).
+runner_loop = threading.local()
 
 _runners: "weakref.WeakSet[BatchRunner]" = weakref.WeakSet()
 
@@ -83,10 +91,41 @@ class BatchRunner:
                         future.set_result(result)
 
     def _call(self, items: list) -> list:
-        # Around each batch, as Django does around each request: a connection the database
-        # broke is dropped (so it comes back), one past CONN_MAX_AGE is closed.
-        close_old_connections()
+        runner_loop.loop = self.loop
+        _drop_broken_connections()
         try:
             return self.handle(items)
         finally:
-            close_old_connections()
+            _drop_broken_connections()
+
+
+def _drop_broken_connections() -> None:
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and connection.errors_occurred:
+            if connection.in_atomic_block or not connection.is_usable():
+                connection.close()
+            else:
+                connection.errors_occurred = False
+
+
+class CallRunner(BatchRunner):
+    """A BatchRunner for assorted calls: `await runner.call(function, *args, **kwargs)`.
+
+    Calls that arrive together run one after the other in one thread hop.
+    """
+
+    def __init__(self, *, name: str, max_batch: int = 100):
+        super().__init__(self._run_calls, name=name, max_batch=max_batch)
+
+    async def call(self, function, *args, **kwargs):
+        return await self.submit((function, args, kwargs))
+
+    @staticmethod
+    def _run_calls(calls: list) -> list:
+        results = []
+        for function, args, kwargs in calls:
+            try:
+                results.append(function(*args, **kwargs))
+            except Exception as exc:
+                results.append(exc)
+        return results

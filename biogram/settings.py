@@ -107,7 +107,10 @@ _sqlite_path = VAR_DIR / "db.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{_sqlite_path}",
-        conn_max_age=None if env_bool("DB_PERSISTENT", True) else 0,
+        # Request threads come and go under ASGI: a persistent connection per thread would
+        # pile up (Django's docs say so), so requests connect per request unless told
+        # otherwise. The socket path's worker threads keep theirs open (biogram/batching.py).
+        conn_max_age=None if env_bool("DB_PERSISTENT", False) else 0,
         conn_health_checks=True,
     )
 }

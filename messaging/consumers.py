@@ -8,7 +8,6 @@ import time
 import weakref
 from datetime import UTC, datetime
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -17,6 +16,7 @@ from django.db import DatabaseError
 
 from accounts.auth import InvalidToken, authenticate_token_async, query_param
 from biogram import logging as biogram_logging
+from biogram.batching import CallRunner
 from messaging import events, metrics, presence, protocol, ratelimit, selectors, services
 from messaging.errors import (
     BadRequest,
@@ -46,6 +46,10 @@ CLOSE_TOO_MANY_SOCKETS = 4029
 # Connection ids: this process's random prefix and a serial number (os.urandom per
 # connection was a measurable part of the handshake cost).
 _connection_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
+
+# The socket path's other database calls (read receipts, sync pages): a worker thread with a
+# connection that stays open, instead of database_sync_to_async's connect-per-call.
+socket_db = CallRunner(name="socket-db")
 
 # The open connections of this process, for a graceful shutdown.
 live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
@@ -304,8 +308,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_read(self, frame: protocol.Read):
         if frame.user_id is not None and frame.user_id != self.user_key:
             raise Forbidden("userId is not the reader.")
-        await database_sync_to_async(services.mark_read)(
-            user=self.user, chat_id=frame.chat_id, message_id=frame.message_id
+        await socket_db.call(
+            services.mark_read, user=self.user, chat_id=frame.chat_id, message_id=frame.message_id
         )
 
     async def on_sync(self, frame: protocol.Sync):
@@ -314,8 +318,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if str(chat_id) not in self.chat_ids:
                 self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
-            page = await database_sync_to_async(selectors.missed_messages)(
-                chat_id=chat_id, after_seq=after, limit=settings.SYNC_MAX_PER_CHAT
+            page = await socket_db.call(
+                selectors.missed_messages,
+                chat_id=chat_id,
+                after_seq=after,
+                limit=settings.SYNC_MAX_PER_CHAT,
             )
             for message in page.messages:
                 self.send_frame(protocol.message_frame(message))

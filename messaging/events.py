@@ -6,6 +6,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from biogram.batching import runner_loop
 from messaging import protocol
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,14 @@ def publish(group: str, event: dict) -> bool:
     A failure never undoes what was stored: clients resume through `sync`.
     """
     try:
-        async_to_sync(get_channel_layer().group_send)(group, event)
+        layer = get_channel_layer()
+        loop = getattr(runner_loop, "loop", None)
+        send_now = getattr(layer, "group_send_nowait", None)
+        if loop is not None and send_now is not None and not loop.is_closed():
+            # A socket's worker thread: hand it to the server's loop, in order, without waiting.
+            loop.call_soon_threadsafe(send_now, group, event)
+        else:
+            async_to_sync(layer.group_send)(group, event)
     except Exception:
         logger.exception("channel layer send to %s failed", group)
         from messaging import metrics

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from messaging import events, metrics, protocol, storage
@@ -241,17 +241,29 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     if fresh:
         try:
             _insert(batch, fresh, results)
-        except IntegrityError:
+        except (IntegrityError, DataError):
             if not retry_singly:
                 raise
-            # Another process stored one of these client ids meanwhile: one at a time.
+            # Another process stored one of these client ids meanwhile, or the database
+            # refuses one row: one at a time, so one bad message never fails the others.
             for index in fresh:
-                results[index] = store_messages([batch[index]], retry_singly=False)[0]
+                results[index] = _store_one(batch[index])
     for index, result in enumerate(results):
         if isinstance(result, int):
             first = results[result]
             results[index] = (first[0], False) if isinstance(first, tuple) else first
     return results
+
+
+def _store_one(request: Outgoing):
+    for _attempt in range(2):  # a client id stored elsewhere meanwhile is found the second time
+        try:
+            return store_messages([request], retry_singly=False)[0]
+        except IntegrityError:
+            continue
+        except DataError:
+            return BadRequest("The database cannot store this message.")
+    return NotMember()  # still refused: the chat went away under the message
 
 
 def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:

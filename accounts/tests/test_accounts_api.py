@@ -3,7 +3,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from conftest import PASSWORD, make_user
+from accounts.tests import forgery
+from conftest import PASSWORD, make_user, token_for
 
 
 def assert_error(response, status: int, code: str):
@@ -24,6 +25,11 @@ def obtain_tokens(client, username: str, password: str = PASSWORD):
     return client.post(
         "/api/auth/token/", {"username": username, "password": password}, format="json"
     )
+
+
+def me_with_bearer(client, token: str):
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.get("/api/me/")
 
 
 # ---------------------------------------------------------------- registration
@@ -199,6 +205,44 @@ def test_refresh_token_is_not_accepted_as_an_access_token(api_client, user):
     assert_error(response, 401, "unauthorized")
 
 
+# ---------------------------------------------------------------- forged access tokens
+
+
+def test_unsigned_access_token_with_alg_none_is_401(api_client, user):
+    forged = forgery.unsigned(token_for(user))
+
+    response = me_with_bearer(api_client, forged)
+
+    assert_error(response, 401, "unauthorized")
+
+
+def test_access_token_signed_with_another_key_is_401(api_client, user):
+    forged = forgery.signed_with_another_key(token_for(user))
+
+    response = me_with_bearer(api_client, forged)
+
+    assert_error(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize("algorithm", ["HS512", "RS256"])
+def test_access_token_whose_header_names_another_algorithm_is_401(api_client, user, algorithm):
+    forged = forgery.with_algorithm(token_for(user), algorithm)
+
+    response = me_with_bearer(api_client, forged)
+
+    assert_error(response, 401, "unauthorized")
+
+
+def test_access_token_with_a_tampered_user_id_is_401(api_client, user, other_user):
+    genuine = token_for(user)
+    forged = forgery.with_user_id(genuine, other_user.pk)
+
+    response = me_with_bearer(api_client, forged)
+
+    assert_error(response, 401, "unauthorized")
+    assert me_with_bearer(api_client, genuine).json()["id"] == str(user.pk)
+
+
 # ---------------------------------------------------------------- me and users
 
 
@@ -247,3 +291,12 @@ def test_users_search_with_only_spaces_lists_everyone(api_client, user, other_us
     response = api_client.as_user(user).get("/api/users/?search=%20%20")
 
     assert [entry["username"] for entry in response.json()] == ["bob"]
+
+
+def test_users_search_with_a_nul_character_is_400(api_client, user, other_user):
+    # Found by the schema fuzzer (messaging/tests/test_api_fuzz.py): PostgreSQL refused the
+    # query and the API answered 503 `unavailable`.
+    response = api_client.as_user(user).get("/api/users/?search=b%00")
+
+    assert_error(response, 400, "bad_request")
+    assert refusal_of(response)[2] == ["search"]

@@ -1,14 +1,16 @@
 """Input serializers of the REST API, and output ones built on the protocol's shapes."""
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from messaging import protocol
 from messaging.errors import MessagingError
 
+# What an id or a seq looks like on the wire, for the OpenAPI document.
+DIGITS = "^[0-9]+$"
 
-@extend_schema_field(OpenApiTypes.STR)
+
+@extend_schema_field({"type": "string", "pattern": DIGITS})
 class IdField(serializers.Field):
     """An id given as a string of digits (an integer is accepted too)."""
 
@@ -47,7 +49,8 @@ class MemberAddInput(serializers.Serializer):
 
 
 class MessageSendInput(serializers.Serializer):
-    text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    # Blank text is let through to `protocol.parse_text`, whose refusal the socket gives too.
+    text = serializers.CharField(trim_whitespace=False, allow_blank=True, min_length=1)
     clientMessageId = serializers.CharField(  # noqa: N815
         required=False, allow_null=True, max_length=protocol.CLIENT_MESSAGE_ID_MAX
     )

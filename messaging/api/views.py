@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from messaging import protocol, ratelimit, selectors, services
 from messaging.api.serializers import (
+    DIGITS,
     ChatCreateInput,
     ChatOutput,
     HistoryOutput,
@@ -103,9 +104,17 @@ class MessageListView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", str, description="Only messages with a greater seq."),
-            OpenApiParameter("before", str, description="Only messages with a smaller seq."),
-            OpenApiParameter("limit", int, description="Page size, default 50, at most 200."),
+            OpenApiParameter(
+                "after", str, pattern=DIGITS, description="Only messages with a greater seq."
+            ),
+            OpenApiParameter(
+                "before", str, pattern=DIGITS, description="Only messages with a smaller seq."
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1},
+                description="Page size, default 50, at most 200.",
+            ),
         ],
         responses=HistoryOutput,
     )

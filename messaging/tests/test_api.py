@@ -165,6 +165,33 @@ def test_chat_id_too_large_for_the_database_is_404(api_client, user):
     assert_error(response, 404, "not_member")
 
 
+def test_every_path_with_an_id_too_large_for_the_database_is_404_not_a_server_error(
+    api_client, user, other_user
+):
+    # Found by the schema fuzzer (test_api_fuzz.py): sending to such a chat was a 500.
+    client = api_client.as_user(user)
+    huge = "7663073102477743454041021612032"
+    requests = [
+        ("get", f"/api/chats/{huge}/", None),
+        ("get", f"/api/chats/{huge}/messages/", None),
+        ("post", f"/api/chats/{huge}/messages/", {"text": "hi"}),
+        ("post", f"/api/chats/{huge}/messages/", {"text": "hi", "clientMessageId": "c-1"}),
+        ("post", f"/api/chats/{huge}/read/", {}),
+        ("post", f"/api/chats/{huge}/members/", {"userId": str(other_user.pk)}),
+        ("delete", f"/api/chats/{huge}/members/{user.pk}/", None),
+        ("delete", f"/api/chats/{huge}/members/{huge}/", None),
+    ]
+
+    answers = {
+        (method, path, json.dumps(body)): error_of(
+            getattr(client, method)(path, body, format="json")
+        )
+        for method, path, body in requests
+    }
+
+    assert answers == dict.fromkeys(answers, (404, "not_member"))
+
+
 def test_path_naming_no_chat_answers_404_with_an_error_code(api_client, user):
     client = api_client.as_user(user)
 

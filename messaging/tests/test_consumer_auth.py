@@ -4,10 +4,12 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from django.conf import settings
 from django.test import Client as DjangoClient
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.tests import forgery
 from conftest import db_call, make_user, token_for
 from messaging import services
 
@@ -137,6 +139,44 @@ async def test_refused_connection_ignores_frames(transactional_db, connect):
     await client.send("ping")
 
     assert await client.nothing()
+
+
+# ---------------------------------------------------------------- forged tokens
+
+
+async def test_unsigned_token_with_alg_none_is_refused_with_4001(user, connect):
+    forged = forgery.unsigned(token_for(user))
+
+    client = await connect(token=forged)
+
+    await assert_refused(client, "unauthorized", 4001)
+
+
+async def test_token_signed_with_another_key_is_refused_with_4001(user, connect):
+    forged = forgery.signed_with_another_key(token_for(user))
+
+    client = await connect(token=forged)
+
+    await assert_refused(client, "unauthorized", 4001)
+
+
+@pytest.mark.parametrize("algorithm", ["HS512", "RS256"])
+async def test_token_whose_header_names_another_algorithm_is_refused_with_4001(
+    user, connect, algorithm
+):
+    forged = forgery.with_algorithm(token_for(user), algorithm)
+
+    client = await connect(token=forged)
+
+    await assert_refused(client, "unauthorized", 4001)
+
+
+async def test_token_with_a_tampered_user_id_is_refused_with_4001(user, other_user, connect):
+    forged = forgery.with_user_id(token_for(user), other_user.pk)
+
+    client = await connect(token=forged)
+
+    await assert_refused(client, "unauthorized", 4001)
 
 
 # ---------------------------------------------------------------- paths, session, Origin

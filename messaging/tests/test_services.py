@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from messaging import services
@@ -287,3 +288,23 @@ def test_concurrent_reads_end_at_the_newest_message(user, other_user, chat):
 
     stored = ReadReceipt.objects.get(chat=chat, user=user)
     assert (stored.message_id, stored.seq) == (messages[-1].pk, 8)
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="PostgreSQL refuses a NUL in text; SQLite stores it",
+)
+def test_a_row_the_database_refuses_fails_alone_and_the_rest_of_the_batch_is_stored(
+    user, other_user, chat
+):
+    batch = [
+        services.Outgoing(user, chat.pk, "fine one"),
+        services.Outgoing(other_user, chat.pk, "bad \x00 one"),
+        services.Outgoing(user, chat.pk, "fine two"),
+    ]
+
+    first, bad, second = services.store_messages(batch)
+
+    assert isinstance(bad, BadRequest)
+    assert [first[0].seq, second[0].seq] == [1, 2]
+    assert list(Message.objects.values_list("text", flat=True)) == ["fine one", "fine two"]
