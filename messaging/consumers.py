@@ -384,6 +384,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
             self.chat_ids.add(chat_id)
             self.spawn(self.join(group))
+            self.spawn(self.tell_who_is_online(chat_id))
         else:
             if chat_id not in self.chat_ids:
                 return
@@ -393,6 +394,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.joined.discard(group)
             self.spawn(self.channel_layer.group_discard(group, self.channel_name))
         self.send_frame(protocol.chat_frame(chat_id=chat_id, event=change))
+
+    async def tell_who_is_online(self, chat_id: str) -> None:
+        """A new chat may bring new co-members: `connect` for each of its members online now
+        (their own sockets announce themselves only when they open)."""
+        try:
+            members = await socket_db.call(selectors.member_ids, int(chat_id))
+            online = await presence.online_among(m for m in members if str(m) != self.user_key)
+        except Exception:
+            logger.warning("presence of chat %s's members unknown", chat_id, exc_info=True)
+            return
+        for user_id in online:
+            self.send_frame(protocol.presence_frame(user_id=user_id, online=True))
 
     async def server_shutdown(self):
         """Say `disconnect` (server_shutdown), close with 1001, and wait until it is sent."""

@@ -921,3 +921,26 @@ async def test_disconnect_frame_closes_the_socket_with_1000(user, connect):
     await alice.send("disconnect")
 
     assert await alice.closed_with() == 1000
+
+
+async def test_a_new_chat_tells_each_member_which_of_the_others_are_online(
+    user, other_user, third_user, connect
+):
+    alice = await connect(user)
+    carol = await connect(third_user)
+    await connect(other_user)  # online, but shares no chat with the others yet
+
+    chat, _ = await db_call(services.create_chat)(
+        creator=user, member_ids=[other_user.pk, third_user.pk], title="New"
+    )
+
+    for client, others in ((alice, {other_user, third_user}), (carol, {user, other_user})):
+        assert (await client.receive_type("chat"))["data"] == {
+            "chatId": str(chat.pk),
+            "event": "added",
+        }
+        told = set()
+        while len(told) < len(others):
+            frame = await client.receive_type("connect")
+            told.add(frame["data"]["userId"])
+        assert told == {str(u.pk) for u in others}
