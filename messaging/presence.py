@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT = 5.0
 DEAD_AFTER = 15.0
+KEY_TTL = 60  # seconds; every beat renews it, so the keys vanish once no process runs
 
 _connections: Counter = Counter()
 process_id = secrets.token_hex(6)
@@ -135,7 +136,9 @@ class RedisPresence:
                 pipe.hgetall(self._user(user_id))
                 pipe.hincrby(self._user(user_id), process_id, 1)
                 pipe.sadd(self._process(process_id), user_id)
-                _, before, _, _ = await pipe.execute()
+                for key in (self._alive, self._user(user_id), self._process(process_id)):
+                    pipe.expire(key, KEY_TTL)
+                _, before, *_ = await pipe.execute()
             live = await self._live_processes(client)
             counts = {
                 pid.decode(): int(count)
@@ -194,13 +197,17 @@ class RedisPresence:
         while True:
             try:
                 client = self.client
-                await client.zadd(self._alive, {process_id: time.time()})
-                if _connections:  # re-assert what this process holds (Redis may have restarted)
-                    async with client.pipeline(transaction=False) as pipe:
-                        for user_id, count in list(_connections.items()):
-                            pipe.hset(self._user(user_id), process_id, count)
+                # Beat, and re-assert what this process holds (Redis may have restarted).
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self._alive, {process_id: time.time()})
+                    pipe.expire(self._alive, KEY_TTL)
+                    for user_id, count in list(_connections.items()):
+                        pipe.hset(self._user(user_id), process_id, count)
+                        pipe.expire(self._user(user_id), KEY_TTL)
+                    if _connections:
                         pipe.sadd(self._process(process_id), *list(_connections))
-                        await pipe.execute()
+                        pipe.expire(self._process(process_id), KEY_TTL)
+                    await pipe.execute()
                 await self._sweep(client)
             except asyncio.CancelledError:
                 raise
