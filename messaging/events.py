@@ -1,6 +1,7 @@
 """Group names and the broadcasts that leave after a commit, through the channel layer."""
 
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -61,12 +62,14 @@ def user_frame_event(frame: dict) -> dict:
 
 
 def message_event(message) -> dict:
-    return chat_frame_event(
+    event = chat_frame_event(
         message.chat_id,
         protocol.message_frame(message),
         sender_id=message.sender_id,
         seq=message.seq,
     )
+    event["stored_at"] = time.time()  # for the fan-out latency histogram (messaging.layers)
+    return event
 
 
 def broadcast_message(message) -> None:

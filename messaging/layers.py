@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -203,6 +204,7 @@ class ChatChannelLayer(BaseChannelLayer):
         members = self.groups.get(group)
         if not members:
             return
+        stored_at = message.get("stored_at")
         for channel in tuple(members):
             try:
                 self._deliver_to_channel(channel, message)
@@ -210,6 +212,9 @@ class ChatChannelLayer(BaseChannelLayer):
                 logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
             except Exception:
                 logger.exception("delivery to %s failed", channel)
+        if stored_at is not None:
+            # Each local member's outbox has the frame (most already sent): store to last send.
+            metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - stored_at))
 
     # ------------------------------------------------------------ flush
 

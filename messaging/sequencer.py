@@ -8,7 +8,9 @@ sequencer holds an early message until the ones before it arrive.
 Seq N+1 committed means N is committed (seqs are taken under the chat row lock,
 which is held to commit), so a hole that does not fill by itself within
 `GAP_WAIT` is read from the database. A message older than the next expected
-one is delivered at once: late, never lost.
+one is delivered at once if it predates the ordering (late, never lost), and
+dropped if the ordering already delivered it (filled from the database while it
+was on its way), so nothing arrives twice.
 """
 
 import asyncio
@@ -19,14 +21,15 @@ from messaging import events, selectors
 
 logger = logging.getLogger(__name__)
 
-GAP_WAIT = 0.1  # seconds an early message waits for the ones before it
+GAP_WAIT = 0.25  # seconds an early message waits for the ones before it
 MAX_FILL = 500
 
 
 class _ChatOrder:
-    __slots__ = ("expected", "filling", "held", "timer")
+    __slots__ = ("expected", "filling", "floor", "held", "timer")
 
     def __init__(self, expected: int):
+        self.floor = expected  # seqs below this predate the ordering: never delivered by it
         self.expected = expected
         self.held: dict[int, tuple[str, dict]] = {}
         self.timer: asyncio.TimerHandle | None = None
@@ -58,7 +61,9 @@ class Sequencer:
         if order is None:  # not primed (no member connected through this process's loader)
             self.chats[group] = order = _ChatOrder(seq)
         if seq < order.expected:
-            self.deliver(group, event)  # late (or from before priming): deliver, never drop
+            if seq < order.floor:
+                self.deliver(group, event)  # from before the ordering began: late, not lost
+            # else: delivered already (it came from the database while the hole was filled)
             return
         if seq > order.expected:
             order.held[seq] = (group, event)

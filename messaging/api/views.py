@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging import protocol, ratelimit, selectors, services
+from messaging import metrics, protocol, ratelimit, selectors, services
 from messaging.api.serializers import (
     DIGITS,
     ChatCreateInput,
@@ -136,6 +136,7 @@ class MessageListView(APIView):
         data = _validated(MessageSendInput, request.data)
         wait = ratelimit.take_message_token(request.user.pk)
         if wait:
+            metrics.RATE_LIMITED.inc()
             raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
         message, created = services.send_message(
             sender=request.user,

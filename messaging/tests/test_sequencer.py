@@ -9,8 +9,7 @@ from messaging.sequencer import GAP_WAIT, Sequencer
 
 def stored(sender, chat, count):
     return [
-        services.send_message(sender=sender, chat_id=chat.pk, text=f"m{n}")[0]
-        for n in range(count)
+        services.send_message(sender=sender, chat_id=chat.pk, text=f"m{n}")[0] for n in range(count)
     ]
 
 
@@ -60,3 +59,22 @@ async def test_a_late_message_is_delivered_not_dropped(user, chat):
     sequencer.offer(group, events.message_event(messages[0]))
 
     assert delivered == [2, 1]
+
+
+async def test_a_message_filled_from_the_database_is_not_delivered_again_when_it_arrives(
+    user, chat
+):
+    messages = await db_call(stored)(user, chat, 3)
+    sequencer, delivered = collecting_sequencer()
+    group = events.chat_group(chat.pk)
+    sequencer.prime(group, 0)
+
+    sequencer.offer(group, events.message_event(messages[0]))
+    sequencer.offer(group, events.message_event(messages[2]))  # 2 is late: filled from the DB
+    for _ in range(50):
+        await asyncio.sleep(GAP_WAIT)
+        if len(delivered) == 3:
+            break
+    sequencer.offer(group, events.message_event(messages[1]))  # the real 2 arrives after all
+
+    assert delivered == [1, 2, 3]
