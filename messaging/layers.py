@@ -272,13 +272,17 @@ class RedisBridge:
     def connect(url: str):
         import redis.asyncio as redis
 
-        return redis.Redis.from_url(
+        # redis-py's default pool raises MaxConnectionsError past 100 connections in use (a
+        # handshake burst); a blocking pool makes the 65th caller wait for a free one instead.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
-            max_connections=None,  # redis-py 8's default of 100 fails under handshake bursts
+            max_connections=64,
+            timeout=10,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=15,
         )
+        return redis.Redis(connection_pool=pool)
 
     def key(self, name: str) -> str:
         return f"{self.layer.prefix}:{name}"

@@ -100,13 +100,11 @@ class RedisPresence:
     def _client(self):
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
-            import redis.asyncio as redis
+            from messaging.layers import RedisBridge
 
             self.loop = loop
             self.live_cache = None
-            self.client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, max_connections=None
-            )
+            self.client = RedisBridge.connect(self.url)
             self.heart = loop.create_task(self._beat())
         return self.client
 
