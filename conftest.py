@@ -1,6 +1,7 @@
 """Shared fixtures: users, chats, API clients, socket connections and a live server process."""
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -312,6 +313,46 @@ class LiveServer:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_live_server(transactional_db):
+    """Start real server processes with settings of the test's own: `start_live_server(**env)`."""
+    servers = []
+
+    def start(**env):
+        server = LiveServer({name: str(value) for name, value in env.items()}).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        server.log_path.unlink(missing_ok=True)
+
+
+def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -> socket.socket:
+    """A WebSocket handshake over a plain TCP socket, read byte by byte up to the end of the
+    headers, so that no frame is consumed: for peers no client library would imitate (one that
+    never answers pings, one that stops reading)."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws/chat/?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import LiveServer, db_call, make_user, token_for
+from conftest import db_call, make_user, token_for
 from messaging import services
 from messaging.models import Message
 
@@ -24,11 +24,8 @@ MESSAGES_EACH = 100  # 4 chats x 8 members x 100 = 3,200 messages, 25,600 delive
 
 
 @pytest.fixture
-def unthrottled_server(transactional_db):
-    server = LiveServer({"RATE_LIMIT_ENABLED": "0", "LOG_LEVEL": "WARNING"}).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+def unthrottled_server(start_live_server):
+    return start_live_server(RATE_LIMIT_ENABLED=0, LOG_LEVEL="WARNING")
 
 
 def make_chats():

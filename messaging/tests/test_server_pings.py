@@ -2,9 +2,7 @@
 and presence do not linger."""
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import struct
 import time
@@ -12,7 +10,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import LiveServer, token_for
+from conftest import raw_websocket, token_for
 
 pytestmark = pytest.mark.live
 
@@ -21,31 +19,15 @@ CLOSE = 0x8
 
 
 @pytest.fixture
-def fast_ping_server(transactional_db):
+def fast_ping_server(start_live_server):
     """A server pinging each socket every second and giving its pong one second to come."""
-    server = LiveServer({"WS_PING_INTERVAL": "1", "WS_PING_TIMEOUT": "1"}).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+    return start_live_server(WS_PING_INTERVAL=1, WS_PING_TIMEOUT=1)
 
 
 def open_silent_socket(server, token) -> socket.socket:
     """A real TCP WebSocket client: it completes the handshake, then never sends a byte, so no
     ping of the server's is ever answered (a client library would answer them by itself)."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/chat/?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)  # one byte at a time: no frame is read past the headers
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    return raw_websocket(server.port, token)
 
 
 def read_until_closed(sock: socket.socket, within: float) -> tuple[bytes, float | None]:

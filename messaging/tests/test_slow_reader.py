@@ -1,16 +1,14 @@
 """A client that stops reading is dropped; nobody else waits for it, and `sync` loses nothing."""
 
 import asyncio
-import base64
 import json
-import os
 import socket
 import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import LiveServer, db_call, token_for
+from conftest import db_call, raw_websocket, token_for
 
 pytestmark = pytest.mark.live
 
@@ -19,38 +17,15 @@ PADDING = "x" * 3900  # big frames fill the kernel buffers sooner
 
 
 @pytest.fixture
-def small_outbox_server(transactional_db):
-    server = LiveServer(
-        {
-            "RATE_LIMIT_ENABLED": "0",
-            "WS_OUTBOX_LIMIT": "20",
-            "SYNC_MAX_PER_CHAT": str(MESSAGES),
-            "LOG_LEVEL": "WARNING",
-        }
-    ).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+def small_outbox_server(start_live_server):
+    return start_live_server(
+        RATE_LIMIT_ENABLED=0, WS_OUTBOX_LIMIT=20, SYNC_MAX_PER_CHAT=MESSAGES, LOG_LEVEL="WARNING"
+    )
 
 
 def open_non_reading_socket(server, token) -> socket.socket:
-    """A real TCP WebSocket client with a tiny receive buffer that never reads after the handshake."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws/chat/?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
+    """A real TCP client with a tiny receive buffer that never reads after the handshake."""
+    return raw_websocket(server.port, token, receive_buffer=4096)
 
 
 def slow_client_disconnects(server) -> float:

@@ -6,17 +6,14 @@ import json
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import LiveServer, token_for
+from conftest import token_for
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture
-def json_debug_server(transactional_db):
-    server = LiveServer({"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+def json_debug_server(start_live_server):
+    return start_live_server(LOG_FORMAT="json", LOG_LEVEL="DEBUG")
 
 
 async def test_a_sockets_log_lines_carry_its_user_connection_and_chat(
