@@ -80,6 +80,8 @@ class BatchRunner:
                 try:
                     results = await loop.run_in_executor(self.executor, self._call, items)
                 except Exception as exc:  # the whole batch failed: each caller hears why
+                    if asyncio.current_task().cancelling():
+                        raise asyncio.CancelledError from exc
                     logger.warning("%s: a batch of %d failed: %r", self.name, len(items), exc)
                     results = [exc] * len(items)
                 for (_, future), result in zip(batch, results, strict=True):

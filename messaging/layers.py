@@ -38,6 +38,14 @@ RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 MAX_OUTGOING = 100_000
 
 
+def raise_if_cancelled() -> None:
+    """End the task if it was asked to: a cancellation that a client library turned into another
+    exception (a timeout) must not keep a retry loop alive, or the loop's shutdown hangs."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ChatChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
 
@@ -316,6 +324,7 @@ class RedisBridge:
                             pipe.publish(key, data)
                         await pipe.execute()
                 except Exception as exc:
+                    raise_if_cancelled()
                     if attempt >= len(RECONNECT_DELAYS):
                         # Redis stays down: drop what waits (it is stored; clients `sync`).
                         metrics.LAYER_SEND_FAILURES.inc(len(batch))
@@ -384,6 +393,7 @@ class RedisBridge:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()
                 self.ready.clear()
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 attempt += 1

@@ -210,6 +210,9 @@ class RedisPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                from messaging.layers import raise_if_cancelled
+
+                raise_if_cancelled()
                 logger.warning("presence heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT)
 
