@@ -317,6 +317,7 @@ class RedisBridge:
         try:
             attempt = 0
             while self.outgoing:
+                raise_if_cancelled()
                 batch = list(self.outgoing)
                 try:
                     async with self.client.pipeline(transaction=False) as pipe:
@@ -385,8 +386,11 @@ class RedisBridge:
                     logger.info("redis subscriber reconnected")
                 attempt = 0
                 while True:
+                    raise_if_cancelled()
+                    # No read timeout: a timeout context around the read is where a
+                    # cancellation could be lost, and a dead connection raises anyway.
                     message = await self.pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=1.0
+                        ignore_subscribe_messages=True, timeout=None
                     )
                     if message is not None and message["type"] == "message":
                         self.dispatch(message["data"])

@@ -192,7 +192,10 @@ class RedisPresence:
         }
 
     async def _beat(self) -> None:
+        from messaging.layers import raise_if_cancelled
+
         while True:
+            raise_if_cancelled()
             try:
                 client = self.client
                 # Beat, and re-assert what this process holds (Redis may have restarted).
@@ -210,8 +213,6 @@ class RedisPresence:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                from messaging.layers import raise_if_cancelled
-
                 raise_if_cancelled()
                 logger.warning("presence heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT)
