@@ -35,18 +35,19 @@ async def test_a_user_connected_only_through_another_live_process_is_online():
 
 
 async def test_the_users_of_a_process_that_stopped_beating_are_announced_offline():
-    await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
-    await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
-    await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
     shared = presence._redis
     announced = []
 
     async def record(user_ids):
         announced.extend(user_ids)
 
+    # Installed first: this process's own heartbeat may be the one that sweeps.
     shared.on_offline, previous = record, shared.on_offline
-    shared.live_cache = None
     try:
+        await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+        await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+        await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
+        shared.live_cache = None
         await shared._sweep(shared._client())
     finally:
         shared.on_offline = previous
