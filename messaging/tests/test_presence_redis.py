@@ -21,6 +21,8 @@ async def other_process_holds(user_id: str, pid: str, last_beat: float):
     await client.zadd(shared._alive, {pid: last_beat})
     await client.hset(shared._user(user_id), pid, 1)
     await client.sadd(shared._process(pid), user_id)
+    for key in (shared._alive, shared._user(user_id), shared._process(pid)):
+        await client.expire(key, presence.KEY_TTL)  # nothing of this test outlives it for long
     await client.aclose()
 
 
