@@ -229,6 +229,24 @@ async def connect():
 db_call = database_sync_to_async
 
 
+async def expect_error(client, code: str, ref):
+    frame = await client.receive()
+    assert frame["type"] == "error", frame
+    assert frame["data"]["code"] == code, frame
+    assert frame["data"]["ref"] == ref, frame
+    assert isinstance(frame["data"]["message"], str) and frame["data"]["message"]
+    return frame
+
+
+async def expect_errors(client, cases, send, code: str, ref):
+    """Send each case with `send(case)`; each must be answered by one error `code` with `ref`."""
+    for case in cases:
+        await send(case)
+        frame = await client.receive()
+        assert frame["type"] == "error", (case, frame)
+        assert (frame["data"]["code"], frame["data"]["ref"]) == (code, ref), (case, frame)
+
+
 # ---------------------------------------------------------------- live server
 
 

@@ -38,15 +38,6 @@ def verify_token(raw: str) -> tuple[object, datetime]:
     return user_id, expires_at
 
 
-def authenticate_token(raw: str) -> TokenIdentity:
-    """Verify an access token and load its (active) user."""
-    user_id, expires_at = verify_token(raw)
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        raise InvalidToken("no active user for this token")
-    return TokenIdentity(user=user, expires_at=expires_at)
-
-
 # What a socket needs of its user; other fields load on first use (Django's deferred fields).
 _SOCKET_USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
 
@@ -89,7 +80,7 @@ _user_loader = BatchRunner(_active_users, name="token-users", max_batch=500)
 
 
 async def authenticate_token_async(raw: str) -> TokenIdentity:
-    """`authenticate_token` for the socket handshake: the signature is checked in the event
+    """Verify an access token and load its active user: the signature is checked in the event
     loop (it is quick), the user is looked up in a batch with the other handshakes."""
     user_id, expires_at = verify_token(raw)
     try:

@@ -12,21 +12,6 @@ HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 
 
-def chat_ids_of(user) -> list[int]:
-    return list(Membership.objects.filter(user=user).values_list("chat_id", flat=True))
-
-
-def co_member_ids(user) -> set[int]:
-    """Users who share at least one chat with `user` (not `user`)."""
-    chats = Membership.objects.filter(user=user).values("chat_id")
-    return set(
-        Membership.objects.filter(chat_id__in=chats)
-        .exclude(user=user)
-        .values_list("user_id", flat=True)
-        .distinct()
-    )
-
-
 def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
     """For each user: their chats' ids, the users who share one; and each chat's last seq.
 

@@ -5,7 +5,7 @@ import re
 
 from django.utils import timezone
 
-from conftest import db_call
+from conftest import db_call, expect_error, expect_errors
 from messaging import services
 from messaging.consumers import live_consumers
 from messaging.models import Chat, Message, ReadReceipt
@@ -17,24 +17,6 @@ async def send_stored(sender, chat, text: str) -> Message:
     """A message stored (and broadcast) the way the REST API does it."""
     message, _ = await db_call(services.send_message)(sender=sender, chat_id=chat.pk, text=text)
     return message
-
-
-async def expect_error(client, code: str, ref):
-    frame = await client.receive()
-    assert frame["type"] == "error", frame
-    assert frame["data"]["code"] == code, frame
-    assert frame["data"]["ref"] == ref, frame
-    assert isinstance(frame["data"]["message"], str) and frame["data"]["message"]
-    return frame
-
-
-async def expect_errors(client, cases, send, code: str, ref):
-    """Send each case with `send(case)`; each must be answered by one error `code` with `ref`."""
-    for case in cases:
-        await send(case)
-        frame = await client.receive()
-        assert frame["type"] == "error", (case, frame)
-        assert (frame["data"]["code"], frame["data"]["ref"]) == (code, ref), (case, frame)
 
 
 async def message_count(**filters) -> int:
