@@ -20,7 +20,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from messaging import presence, ratelimit
+from messaging import ratelimit
+from messaging.realtime import presence
 
 BASE_DIR = Path(__file__).resolve().parent
 PASSWORD = "correct-horse-battery-staple"
@@ -43,7 +44,7 @@ def _close_worker_connections(django_db_setup, django_db_blocker):
     yield
     from django.db import connection
 
-    from biogram import batching
+    from messaging.realtime import batching
 
     batching.close_connections()
     if connection.vendor == "postgresql" and connection.settings_dict["NAME"].startswith("test_"):

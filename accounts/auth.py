@@ -12,7 +12,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
-from biogram.batching import BatchRunner
+from messaging.realtime.batching import BatchRunner
 
 
 class InvalidToken(Exception):

@@ -10,8 +10,8 @@ django_asgi_app = get_asgi_application()  # sets Django up before the imports be
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.auth import TokenAuthMiddlewareStack  # noqa: E402
-from messaging.origins import OriginValidator  # noqa: E402
-from messaging.routing import websocket_urlpatterns  # noqa: E402
+from messaging.realtime.origins import OriginValidator  # noqa: E402
+from messaging.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

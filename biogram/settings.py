@@ -109,7 +109,7 @@ DATABASES = {
         os.environ.get("DATABASE_URL") or f"sqlite:///{_sqlite_path}",
         # Request threads come and go under ASGI: a persistent connection per thread would
         # pile up (Django's docs say so), so requests connect per request unless told
-        # otherwise. The socket path's worker threads keep theirs open (biogram/batching.py).
+        # otherwise. The socket path's worker threads keep theirs open (messaging/realtime/batching.py).
         conn_max_age=None if env_bool("DB_PERSISTENT", False) else 0,
         conn_health_checks=True,
     )
@@ -129,11 +129,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Channel layer: in memory (one process) unless REDIS_URL is set.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "biogram")
-# Our own layer (messaging/layers.py): in-process fan-out, and with REDIS_URL one Redis
+# Our own layer (messaging/realtime/layer.py): in-process fan-out, and with REDIS_URL one Redis
 # publish per chat event for the other processes (docs/benchmarks.md says why).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "messaging.layers.ChatChannelLayer",
+        "BACKEND": "messaging.realtime.layer.ChatChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL] if REDIS_URL else [], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }

@@ -2,11 +2,15 @@
 
 
 class MessagingError(Exception):
-    """Base of every refusal a service makes; `code` is the protocol's error code."""
+    """Base of every refusal a service makes; `code` is the protocol's error code.
+
+    `close_code`: a socket that hears this error is then closed with that code.
+    """
 
     code = "bad_request"
     status = 400
     default_message = "Bad request."
+    close_code: int | None = None
 
     def __init__(self, message: str | None = None, **extra):
         self.message = message or self.default_message

@@ -1,14 +1,22 @@
-"""Group names and the broadcasts that leave after a commit, through the channel layer."""
+"""Chat events: group names, the event shapes, and `publish`, the one entry that sends them.
+
+Every live announcement of the project (a stored message, a read receipt, a
+deletion, a membership change, a ban, typing, presence) leaves through
+`publish` or `publish_many`, from whatever thread: a socket's event loop, the
+batching writer's thread, a REST request, the admin, a management command.
+Writes announce only after their commit (`on_commit`). Nothing here waits on
+Redis: the channel layer (`messaging.realtime.layer.ChatChannelLayer`, the
+only layer the project runs on) delivers to this process's members at once
+and publishes to the other processes in the background.
+"""
 
 import logging
 import time
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from biogram.batching import runner_loop
-from messaging import protocol
+from messaging import metrics, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -24,40 +32,51 @@ def user_group(user_id) -> str:
 
 
 def publish(group: str, event: dict) -> bool:
-    """Send one event to a group from synchronous code; False (and logged) when the layer fails.
+    """Send one event to a group; False (and logged) when the layer refuses it.
 
     A failure never undoes what was stored: clients resume through `sync`.
     """
-    try:
-        layer = get_channel_layer()
-        loop = getattr(runner_loop, "loop", None)
-        send_now = getattr(layer, "group_send_nowait", None)
-        if loop is not None and send_now is not None and not loop.is_closed():
-            # A socket's worker thread: hand it to the server's loop, in order, without waiting.
-            loop.call_soon_threadsafe(send_now, group, event)
-        else:
-            async_to_sync(layer.group_send)(group, event)
-    except Exception:
-        logger.exception("channel layer send to %s failed", group)
-        from messaging import metrics
+    return publish_many([(group, event)])
 
-        metrics.LAYER_SEND_FAILURES.inc()
+
+def publish_many(pairs: list[tuple[str, dict]]) -> bool:
+    """Send several events, in order; see `publish`."""
+    try:
+        get_channel_layer().publish_many(pairs)
+    except Exception:
+        logger.exception("channel layer publish of %d events failed", len(pairs))
+        metrics.LAYER_SEND_FAILURES.inc(len(pairs))
         return False
     return True
 
 
-def chat_frame_event(chat_id, frame: dict, *, sender_id=None, seq=None) -> dict:
-    """The group event that carries an encoded frame to a chat's members (encoded once)."""
-    return {
+def on_commit(function, *args) -> None:
+    """Run `function(*args)` once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: function(*args), robust=True)
+
+
+# ---------------------------------------------------------------- event shapes
+
+
+def chat_frame_event(chat_id, frame: dict, *, sender_id=None, seq=None, skip_user=None) -> dict:
+    """The group event that carries an encoded frame to a chat's members (encoded once).
+
+    `skip_user`: a user whose connections do not get it (the typist of a typing frame).
+    """
+    event = {
         "type": "chat.frame",
         "chat_id": str(chat_id),
         "sender_id": None if sender_id is None else str(sender_id),
         "seq": seq,
         "text": protocol.encode(frame),
     }
+    if skip_user is not None:
+        event["skip_user"] = skip_user
+    return event
 
 
 def user_frame_event(frame: dict) -> dict:
+    """The group event that carries an encoded frame to one user's connections."""
     return {"type": "user.frame", "text": protocol.encode(frame)}
 
 
@@ -68,12 +87,16 @@ def message_event(message) -> dict:
         sender_id=message.sender_id,
         seq=message.seq,
     )
-    event["stored_at"] = time.time()  # for the fan-out latency histogram (messaging.layers)
+    event["stored_at"] = time.time()  # for the fan-out latency histogram
     return event
 
 
-def broadcast_message(message) -> None:
-    publish(chat_group(message.chat_id), message_event(message))
+# ---------------------------------------------------------------- announcements
+
+
+def broadcast_messages(messages) -> None:
+    """New messages, to their chats' members, in the order given (seq order per chat)."""
+    publish_many([(chat_group(m.chat_id), message_event(m)) for m in messages])
 
 
 def broadcast_read(receipt) -> None:
@@ -87,6 +110,12 @@ def broadcast_delete(message) -> None:
     publish(chat_group(message.chat_id), chat_frame_event(message.chat_id, frame))
 
 
+def broadcast_presence(user_id, co_member_ids, *, online: bool) -> None:
+    """`connect` / `disconnect` of `user_id` to everyone sharing a chat with them."""
+    event = user_frame_event(protocol.presence_frame(user_id=str(user_id), online=online))
+    publish_many([(user_group(other), event) for other in co_member_ids])
+
+
 def notify_membership(user_id, chat_id, event: str) -> None:
     """Tell a user's connections they joined or left a chat; they start or stop receiving it."""
     publish(user_group(user_id), {"type": "user.chat", "chat_id": str(chat_id), "event": event})
@@ -94,8 +123,3 @@ def notify_membership(user_id, chat_id, event: str) -> None:
 
 def notify_banned(user_id) -> None:
     publish(user_group(user_id), {"type": "user.banned"})
-
-
-def on_commit(function, *args) -> None:
-    """Run `function(*args)` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: function(*args), robust=True)

@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from messaging import metrics
+from messaging.errors import RateLimited
+
 
 @dataclass
 class TokenBucket:
@@ -46,6 +49,17 @@ def take_message_token(user_id) -> float:
             burst=settings.RATE_LIMIT_BURST, rate=settings.RATE_LIMIT_PER_SECOND
         )
     return bucket.take()
+
+
+def check_message_rate(user_id) -> None:
+    """Take one of the user's message tokens, or raise `RateLimited` saying when to retry.
+
+    The socket and REST paths both call this for every message they accept.
+    """
+    wait = take_message_token(user_id)
+    if wait:
+        metrics.RATE_LIMITED.inc()
+        raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
 
 
 def reset() -> None:

@@ -23,7 +23,8 @@ from messaging.errors import (
 from messaging.models import Chat, Membership, Message, ReadReceipt
 
 # Held from a message's seq allocation until its broadcast has been handed to the
-# channel layer, so one process publishes a chat's messages in seq order.
+# channel layer (which never waits on Redis), so one process publishes a chat's
+# messages in seq order and the receivers' sequencers rarely have to hold one back.
 publish_order = threading.Lock()
 
 
@@ -183,7 +184,7 @@ def send_message(
     """Store a message under the chat's next seq, then broadcast it. Returns (message, created).
 
     A repeated `client_message_id` returns the stored message and creates
-    nothing. The socket path stores through `messaging.writer` instead, which
+    nothing. The socket path stores through `messaging.realtime.writer` instead, which
     batches many senders into one transaction with the same function.
     """
     text = protocol.parse_text(text)
@@ -194,7 +195,7 @@ def send_message(
             raise result
         message, created = result
         if created:
-            events.broadcast_message(message)
+            events.broadcast_messages([message])
     return message, created
 
 

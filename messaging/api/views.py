@@ -5,7 +5,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging import metrics, protocol, ratelimit, selectors, services
+from messaging import protocol, ratelimit, selectors, services
 from messaging.api.serializers import (
     DIGITS,
     ChatCreateInput,
@@ -19,7 +19,6 @@ from messaging.api.serializers import (
     ReadOutput,
     chat_data,
 )
-from messaging.errors import RateLimited
 
 
 def _validated(serializer_class, data):
@@ -134,10 +133,7 @@ class MessageListView(APIView):
     @extend_schema(request=MessageSendInput, responses={201: MessageOutput, 200: MessageOutput})
     def post(self, request, chat_id):
         data = _validated(MessageSendInput, request.data)
-        wait = ratelimit.take_message_token(request.user.pk)
-        if wait:
-            metrics.RATE_LIMITED.inc()
-            raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
+        ratelimit.check_message_rate(request.user.pk)
         message, created = services.send_message(
             sender=request.user,
             chat_id=chat_id,

@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from conftest import db_call, expect_error, expect_errors
 from messaging import services
-from messaging.consumers import live_consumers
 from messaging.models import Chat, Message, ReadReceipt
+from messaging.realtime.consumer import live_consumers
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 from django.conf import settings
 
-from messaging import presence
+from messaging.realtime import presence
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
 
@@ -36,23 +36,20 @@ async def test_a_user_connected_only_through_another_live_process_is_online():
     assert await presence.disconnected(900001) is False
 
 
-async def test_the_users_of_a_process_that_stopped_beating_are_announced_offline():
+async def test_the_users_of_a_process_that_stopped_beating_are_announced_offline(monkeypatch):
     shared = presence._redis
     announced = []
 
     async def record(user_ids):
         announced.extend(user_ids)
 
-    # Installed first: this process's own heartbeat may be the one that sweeps.
-    shared.on_offline, previous = record, shared.on_offline
-    try:
-        await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
-        await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
-        await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
-        shared.live_cache = None
-        await shared._sweep(shared._client())
-    finally:
-        shared.on_offline = previous
+    # Recorded whichever sweeps first: this test, or this process's own heartbeat.
+    monkeypatch.setattr(presence, "_announce_offline", record)
+    await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+    await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
+    await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
+    shared.live_cache = None
+    await shared._sweep(shared._client())
 
     assert announced == ["900011"]
     assert await presence.online_among([900011, 900012]) == ["900012"]

@@ -4,7 +4,7 @@ import asyncio
 
 from conftest import db_call
 from messaging import events, services
-from messaging.sequencer import GAP_WAIT, Sequencer
+from messaging.realtime.sequencer import GAP_WAIT, Sequencer
 
 
 def stored(sender, chat, count):

@@ -36,7 +36,7 @@ async def test_a_sockets_log_lines_carry_its_user_connection_and_chat(
         for line in server.log_path.read_text().splitlines()
         if line.startswith("{")
     ]
-    ours = [line for line in lines if line["logger"] == "messaging.consumers"]
+    ours = [line for line in lines if line["logger"] == "messaging.realtime.consumer"]
     by_message = {line["message"]: line for line in ours}
     for message in (
         "socket open: 1 chats",

@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, **options):
         import uvicorn
 
-        from messaging.server import ChatServer
+        from messaging.realtime.server import ChatServer
 
         config = uvicorn.Config(
             "biogram.asgi:application",

@@ -7,8 +7,8 @@ queries per socket.
 
 from dataclasses import dataclass
 
-from biogram.batching import BatchRunner
 from messaging import selectors
+from messaging.realtime.batching import BatchRunner
 
 
 @dataclass(frozen=True)

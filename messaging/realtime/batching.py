@@ -13,7 +13,6 @@ batch.
 
 import asyncio
 import logging
-import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
 
 logger = logging.getLogger(__name__)
-
-# The event loop whose runner thread this is (None in other threads): code running in a
-# batch hands work back to it, e.g. a broadcast after a commit (messaging.events).
-runner_loop = threading.local()
 
 _runners: "weakref.WeakSet[BatchRunner]" = weakref.WeakSet()
 
@@ -93,7 +88,6 @@ class BatchRunner:
                         future.set_result(result)
 
     def _call(self, items: list) -> list:
-        runner_loop.loop = self.loop
         _drop_broken_connections()
         try:
             return self.handle(items)

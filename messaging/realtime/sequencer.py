@@ -16,8 +16,8 @@ was on its way), so nothing arrives twice.
 import asyncio
 import logging
 
-from biogram.batching import BatchRunner
 from messaging import events, selectors
+from messaging.realtime.batching import BatchRunner
 
 logger = logging.getLogger(__name__)
 

@@ -1,23 +1,18 @@
-"""ChatConsumer: one WebSocket connection speaking docs/protocol.md; the work is done by services."""
+"""ChatConsumer: one WebSocket connection speaking docs/protocol.md; frame → service call → frame."""
 
 import asyncio
 import itertools
 import logging
 import secrets
-import time
 import weakref
 from datetime import UTC, datetime
 
-from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
 from accounts.auth import InvalidToken, authenticate_token_async, query_param
 from biogram import logging as biogram_logging
-from biogram.batching import CallRunner
-from messaging import events, metrics, presence, protocol, ratelimit, selectors, services
+from messaging import events, metrics, protocol, selectors, services
 from messaging.errors import (
     BadRequest,
     Forbidden,
@@ -27,20 +22,22 @@ from messaging.errors import (
     Unauthorized,
     Unavailable,
 )
-from messaging.loaders import connection_state
-from messaging.outbox import Outbox
-from messaging.writer import writer
+from messaging.realtime import presence
+from messaging.realtime.batching import CallRunner
+from messaging.realtime.flood import FloodGuard
+from messaging.realtime.loaders import connection_state
+from messaging.realtime.socket import SocketConsumer
+from messaging.realtime.typing_indicators import TypingIndicators
+from messaging.realtime.writer import writer
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
-CLOSE_INTERNAL = 1011
+CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN = 4003
-CLOSE_FLOODING = 4008
-CLOSE_GOING_AWAY = 1001
-CLOSE_SLOW_CLIENT = 4009
 CLOSE_TOO_MANY_SOCKETS = 4029
 
 # Connection ids: this process's random prefix and a serial number (os.urandom per
@@ -55,76 +52,21 @@ socket_db = CallRunner(name="socket-db")
 live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
-    """Authenticates, joins the user's chats, and turns frames into service calls and back.
+class ChatConsumer(SocketConsumer):
+    """Authenticates, joins the user's chats, and turns frames into service calls and back."""
 
-    Outgoing frames all go through `self.outbox`, in order. Group events arrive
-    through `on_event`, which the channel layer calls synchronously for every
-    event addressed to this connection (no queue, no task, no re-encoding).
-    """
-
-    async def __call__(self, scope, receive, send):
-        # Channels' own loop runs a thread hop (close_old_connections) per event and a task
-        # per connection for the layer's queue; this one does neither (docs/benchmarks.md).
-        self.scope = scope
-        self.base_send = send
-        self.outbox = Outbox(send, limit=settings.WS_OUTBOX_LIMIT, on_overflow=self.on_overflow)
-        self.channel_layer = get_channel_layer()
-        self.channel_name = await self.channel_layer.new_channel()
-        self.main_task = asyncio.current_task()
-        self.dropped = False
-        listener = self._attach()
-        try:
-            while True:
-                message = await receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    await self.receive(message.get("text"), message.get("bytes"))
-                elif kind == "websocket.connect":
-                    await self.connect()
-                elif kind == "websocket.disconnect":
-                    await self.disconnect(message.get("code", 1005))
-                    return
-        except StopConsumer:
-            return
-        except asyncio.CancelledError:
-            if not self.dropped:
-                raise
-            await self.disconnect(CLOSE_SLOW_CLIENT)  # the slow client is let go: clean up
-        finally:
-            if listener is not None:
-                listener.cancel()
-            detach = getattr(self.channel_layer, "detach", None)
-            if detach is not None:
-                detach(self.channel_name)
-            self.outbox.abandon()
-            if self.outbox.task is not None:
-                self.outbox.task.cancel()
-
-    def _attach(self):
-        attach = getattr(self.channel_layer, "attach", None)
-        if attach is not None:
-            attach(self.channel_name, self.on_event)
-            return None
-        return asyncio.ensure_future(self._listen())  # a standard layer: read its queue
-
-    async def _listen(self):
-        while True:
-            self.on_event(await self.channel_layer.receive(self.channel_name))
+    user_key: str | None = None  # the user's id once authenticated
+    started = False
 
     async def connect(self):
+        self.started = True
         self.user = self.scope.get("user")
-        self.user_key = None
         self.connection_id = next(_connection_ids)
         self.chat_ids: set[str] = set()
-        self.joined: set[str] = set()
-        self.typing: dict[str, _TypingState] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.expiry = None
+        self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
-        self.strikes = 0
         self.online = False
-        self.closing = False
         await self.accept()
         metrics.CONNECTS.inc()
         metrics.OPEN_SOCKETS.inc()
@@ -138,37 +80,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
             return
         self.user_key = str(self.user.pk)
+        self.typing = TypingIndicators(self.user_key)
+        self.flood = FloodGuard(self.user_key)
         biogram_logging.bind(user_id=self.user_key, connection_id=self.connection_id)
         claimed = query_param(self.scope, "userId")
         if claimed is not None and claimed != self.user_key:
             self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
             return
+        limit = settings.WS_MAX_SOCKETS_PER_USER
         try:
-            first = await presence.connected(
-                self.user_key, limit=settings.WS_MAX_SOCKETS_PER_USER or None
-            )
+            first = await presence.connected(self.user_key, limit=limit or None)
         except presence.TooManySockets:
             self.refuse(
-                RateLimited(
-                    f"Too many open connections ({settings.WS_MAX_SOCKETS_PER_USER}) for this "
-                    "user; close one first."
-                ),
+                RateLimited(f"Too many open connections ({limit}) for this user; close one first."),
                 CLOSE_TOO_MANY_SOCKETS,
             )
             return
         self.online = True
         try:
             state = await connection_state(self.user.pk)
-            await self.join(events.user_group(self.user_key))
-            prime = getattr(self.channel_layer, "prime_order", None)
+            await self.channel_layer.group_add(events.user_group(self.user_key), self.channel_name)
             for chat_id in state.chat_ids:
                 group = events.chat_group(chat_id)
-                if prime is not None:
-                    prime(group, state.last_seqs[chat_id])
-                await self.join(group)
+                self.channel_layer.prime_order(group, state.last_seqs[chat_id])
+                await self.channel_layer.group_add(group, self.channel_name)
                 self.chat_ids.add(str(chat_id))
         except Exception:
-            logger.exception("connect failed for user %s", self.user_key)
+            logger.exception("connect failed")
             self.online = False
             await presence.disconnected(self.user_key)
             self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
@@ -184,38 +122,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         )
         if first:
-            self.announce_presence(state.co_member_ids, online=True)
+            events.broadcast_presence(self.user_key, state.co_member_ids, online=True)
         self.schedule_expiry()
         logger.info("socket open: %d chats", len(self.chat_ids))
 
     async def disconnect(self, code):
-        if getattr(self, "user_key", ...) is ...:
-            return  # never got as far as `connect`
+        if not self.started:
+            return
         self.closing = True
         self.outbox.abandon()
-        if self.user_key is not None:
-            logger.info("socket closed: code %s", code)
         live_consumers.discard(self)
         metrics.OPEN_SOCKETS.dec()
         metrics.DISCONNECTS.labels(code=str(code)).inc()
+        if self.user_key is None:
+            return
+        logger.info("socket closed: code %s", code)
         if self.expiry is not None:
             self.expiry.cancel()
-        for chat_id in list(self.typing):
-            self.stop_typing(chat_id, announce=True)
-        for group in list(self.joined):
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                logger.warning("leaving group %s failed", group, exc_info=True)
-        self.joined.clear()
+        self.typing.stop_all()
+        self.channel_layer.detach(self.channel_name)
         if self.online and await presence.disconnected(self.user_key):
-            self.online = False
             try:
                 state = await connection_state(self.user.pk)
             except Exception:
-                logger.warning("presence: co-members of %s unknown", self.user_key, exc_info=True)
+                logger.warning("presence: co-members unknown", exc_info=True)
             else:
-                self.announce_presence(state.co_member_ids, online=False)
+                events.broadcast_presence(self.user_key, state.co_member_ids, online=False)
         self.online = False
 
     # ------------------------------------------------------------ incoming frames
@@ -245,14 +177,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.send_error(error, error.ref)
             return
         metrics.FRAMES_IN.labels(type=frame.type_name).inc()
-        handler = getattr(self, f"on_{frame.type_name}")
         chat_id = getattr(frame, "chat_id", None)
         context = None if chat_id is None else biogram_logging.bind(chat_id=str(chat_id))
         logger.debug("frame %s", frame.type_name)
         try:
-            await handler(frame)
+            await getattr(self, f"on_{frame.type_name}")(frame)
         except MessagingError as error:
             self.send_error(error, protocol.frame_ref(frame))
+            if error.close_code is not None:
+                self.close_with(error.close_code)
         except DatabaseError:
             logger.warning("database error on %s frame", frame.type_name, exc_info=True)
             self.send_error(Unavailable(), protocol.frame_ref(frame))
@@ -266,16 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_message(self, frame: protocol.SendMessage):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
             raise Forbidden("senderId is not the authenticated user.")
-        wait = ratelimit.take_message_token(self.user_key)
-        if wait:
-            metrics.RATE_LIMITED.inc()
-            self.strikes += 1
-            if self.strikes > settings.RATE_LIMIT_STRIKES:
-                self.send_error(RateLimited("Flooding; closing."), protocol.frame_ref(frame))
-                self.close_with(CLOSE_FLOODING)
-                return
-            raise RateLimited(retryAfterMs=max(1, int(wait * 1000 + 0.999)))
-        self.strikes = 0
+        self.flood.admit()
         message, created = await writer.store(
             services.Outgoing(self.user, frame.chat_id, frame.text, frame.client_message_id)
         )
@@ -289,21 +213,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         chat_id = str(frame.chat_id)
         if chat_id not in self.chat_ids:
             raise NotMember()
-        if not frame.is_typing:
-            self.stop_typing(chat_id, announce=True, force=True)
-            return
-        now = time.monotonic()
-        state = self.typing.get(chat_id)
-        if state is None:
-            state = self.typing[chat_id] = _TypingState()
-        if now - state.forwarded_at >= settings.TYPING_COALESCE_MS / 1000:
-            state.forwarded_at = now
-            self.publish_typing(chat_id, True)
-        if state.timer is not None:
-            state.timer.cancel()
-        state.timer = asyncio.get_running_loop().call_later(
-            settings.TYPING_TIMEOUT_MS / 1000, self.stop_typing, chat_id, True
-        )
+        if frame.is_typing:
+            self.typing.typing(chat_id)
+        else:
+            self.typing.stop(chat_id, force=True)
 
     async def on_read(self, frame: protocol.Read):
         if frame.user_id is not None and frame.user_id != self.user_key:
@@ -355,45 +268,56 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # ------------------------------------------------------------ group events
 
     def on_event(self, event: dict) -> None:
-        """Every channel-layer event for this connection, in order, as the layer delivers it."""
-        kind = event["type"]
-        if kind == "chat.frame":
-            # A frame for a chat's members, encoded once by whoever sent it.
-            chat_id = event["chat_id"]
-            if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
-                return
-            self.outbox.push(event["text"])
-            if chat_id in self.typing and event.get("sender_id") == self.user_key:
-                # The typist's message landed: the others hear `isTyping: false` after it.
-                asyncio.get_running_loop().call_soon(self.stop_typing, chat_id, True)
-        elif kind == "user.frame":
-            self.outbox.push(event["text"])
-        elif kind == "user.chat":
-            self.on_membership(event["chat_id"], event["event"])
-        elif kind == "user.banned":
-            self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
-            self.close_with(CLOSE_UNAUTHORIZED)
-        else:
-            logger.warning("unknown event %r for a chat connection", kind)
+        handler = self.event_handlers.get(event["type"])
+        if handler is None:
+            logger.warning("unknown event %r for a chat connection", event["type"])
+            return
+        handler(self, event)
 
-    def on_membership(self, chat_id: str, change: str) -> None:
+    def on_chat_frame(self, event: dict) -> None:
+        """A frame for a chat's members, encoded once by whoever sent it."""
+        chat_id = event["chat_id"]
+        if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
+            return
+        self.send_text(event["text"])
+        if chat_id in self.typing and event.get("sender_id") == self.user_key:
+            # The typist's message landed: the others hear `isTyping: false` after it.
+            asyncio.get_running_loop().call_soon(self.typing.stop, chat_id)
+
+    def on_user_frame(self, event: dict) -> None:
+        """A frame for this user's connections (presence)."""
+        self.send_text(event["text"])
+
+    def on_user_chat(self, event: dict) -> None:
         """Joined or left a chat: start or stop receiving it at once."""
+        chat_id, change = event["chat_id"], event["event"]
         group = events.chat_group(chat_id)
         if change == "added":
             if chat_id in self.chat_ids:
                 return
             self.chat_ids.add(chat_id)
-            self.spawn(self.join(group))
+            self.spawn(self.channel_layer.group_add(group, self.channel_name))
             self.spawn(self.tell_who_is_online(chat_id))
         else:
             if chat_id not in self.chat_ids:
                 return
             # Announce the end of typing while still a member, so the others hear it.
-            self.stop_typing(chat_id, announce=True)
+            if chat_id in self.typing:
+                self.typing.stop(chat_id)
             self.chat_ids.discard(chat_id)
-            self.joined.discard(group)
             self.spawn(self.channel_layer.group_discard(group, self.channel_name))
         self.send_frame(protocol.chat_frame(chat_id=chat_id, event=change))
+
+    def on_user_banned(self, event: dict) -> None:
+        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
+        self.close_with(CLOSE_UNAUTHORIZED)
+
+    event_handlers = {
+        "chat.frame": on_chat_frame,
+        "user.frame": on_user_frame,
+        "user.chat": on_user_chat,
+        "user.banned": on_user_banned,
+    }
 
     async def tell_who_is_online(self, chat_id: str) -> None:
         """A new chat may bring new co-members: `connect` for each of its members online now
@@ -407,39 +331,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for user_id in online:
             self.send_frame(protocol.presence_frame(user_id=user_id, online=True))
 
+    # ------------------------------------------------------------ closing
+
     async def server_shutdown(self):
         """Say `disconnect` (server_shutdown), close with 1001, and wait until it is sent."""
-        if getattr(self, "user_key", None) is not None:
+        if self.user_key is not None:
             self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="server_shutdown"))
         self.close_with(CLOSE_GOING_AWAY)
         await self.outbox.flushed()
-
-    def on_overflow(self) -> None:
-        """The client stopped reading and its queue is full: let it go, and resume by `sync`."""
-        metrics.SLOW_CLIENT_DISCONNECTS.inc()
-        logger.warning(
-            "slow client: user %s connection %s dropped (outbox over %d frames)",
-            self.user_key,
-            self.connection_id,
-            self.outbox.limit,
-        )
-        self.closing = True
-        self.dropped = True
-        detach = getattr(self.channel_layer, "detach", None)
-        if detach is not None:
-            detach(self.channel_name)
-        # The socket cannot take even a close frame; ending the application closes the TCP
-        # connection (uvicorn), and `disconnect` cleans up (groups, presence).
-        self.main_task.cancel()
-
-    # ------------------------------------------------------------ helpers
-
-    async def join(self, group: str):
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.joined.add(group)
-
-    def send_frame(self, frame: dict) -> None:
-        self.outbox.push(protocol.encode(frame))
 
     def send_error(self, error: MessagingError, ref) -> None:
         metrics.ERRORS.labels(code=error.code).inc()
@@ -451,18 +350,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.send_error(error, None)
         self.close_with(code)
 
-    def close_with(self, code: int) -> None:
-        if not self.closing:
-            self.closing = True
-            self.outbox.close(code)
-
-    def spawn(self, coroutine):
+    def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def schedule_expiry(self):
+    def schedule_expiry(self) -> None:
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
@@ -471,55 +365,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         delay = max(0.0, (self.token_expires_at - datetime.now(UTC)).total_seconds())
         self.expiry = asyncio.get_running_loop().call_later(delay, self.expire)
 
-    def expire(self):
+    def expire(self) -> None:
         self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
         self.close_with(CLOSE_UNAUTHORIZED)
-
-    def publish_typing(self, chat_id: str, is_typing: bool):
-        frame = protocol.typing_frame(chat_id=chat_id, user_id=self.user_key, is_typing=is_typing)
-        event = events.chat_frame_event(chat_id, frame)
-        event["skip_user"] = self.user_key
-        self.group_send(events.chat_group(chat_id), event)
-
-    def stop_typing(self, chat_id: str, announce: bool, force: bool = False):
-        """End a typing state (timer, message sent, close); tell the others `isTyping: false`."""
-        state = self.typing.pop(chat_id, None)
-        if state is not None and state.timer is not None:
-            state.timer.cancel()
-        if announce and (state is not None or force) and chat_id in self.chat_ids:
-            self.publish_typing(chat_id, False)
-
-    def announce_presence(self, user_ids, *, online: bool):
-        event = events.user_frame_event(
-            protocol.presence_frame(user_id=self.user_key, online=online)
-        )
-        for user_id in user_ids:
-            self.group_send(events.user_group(user_id), event)
-
-    def group_send(self, group: str, event: dict) -> None:
-        send_now = getattr(self.channel_layer, "group_send_nowait", None)
-        if send_now is not None:
-            send_now(group, event)
-        else:
-            self.spawn(self.channel_layer.group_send(group, event))
-
-
-async def _announce_offline(user_ids: list[str]) -> None:
-    """Users whose only process died are offline: tell who shares a chat with them."""
-    layer = get_channel_layer()
-    for user_id in user_ids:
-        state = await connection_state(int(user_id))
-        event = events.user_frame_event(protocol.presence_frame(user_id=user_id, online=False))
-        for other in state.co_member_ids:
-            await layer.group_send(events.user_group(other), event)
-
-
-presence.set_offline_handler(_announce_offline)
-
-
-class _TypingState:
-    __slots__ = ("forwarded_at", "timer")
-
-    def __init__(self):
-        self.forwarded_at = float("-inf")
-        self.timer = None

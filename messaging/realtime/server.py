@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 class ChatServer(uvicorn.Server):
     async def shutdown(self, sockets=None):
-        from messaging.consumers import live_consumers
+        from messaging.realtime.consumer import live_consumers
 
         consumers = list(live_consumers)
         if consumers:

@@ -22,6 +22,10 @@ from collections import Counter
 
 from django.conf import settings
 
+from messaging import events
+from messaging.realtime.loaders import connection_state
+from messaging.realtime.redis_bridge import raise_if_cancelled, redis_client, redis_outage
+
 logger = logging.getLogger(__name__)
 
 HEARTBEAT = 5.0
@@ -85,8 +89,7 @@ def reset() -> None:
 
 
 class RedisPresence:
-    """The shared half of presence, in Redis; `announce(user_ids, online=False)` is called for
-    users of a dead process who are now offline everywhere."""
+    """The shared half of presence, in Redis."""
 
     def __init__(self, url: str, prefix: str):
         self.url = url
@@ -94,17 +97,14 @@ class RedisPresence:
         self.loop = None
         self.client = None
         self.heart: asyncio.Task | None = None
-        self.on_offline = None  # async callable(user_ids), set by the consumer module
         self.live_cache: tuple[float, set[str]] | None = None
 
     def _client(self):
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
-            from messaging.layers import RedisBridge
-
             self.loop = loop
             self.live_cache = None
-            self.client = RedisBridge.connect(self.url)
+            self.client = redis_client(self.url)
             self.heart = loop.create_task(self._beat())
         return self.client
 
@@ -145,8 +145,8 @@ class RedisPresence:
             }
             others = sum(count for pid, count in counts.items() if pid != process_id)
             return others == 0, others + _connections.get(user_id, 0)
-        except Exception:
-            logger.warning("presence: redis unavailable; counting this process only", exc_info=True)
+        except Exception as exc:
+            redis_outage.failed(exc)  # counting this process only meanwhile
             return True, _connections.get(user_id, 0)
 
     async def release(self, user_id: str) -> bool:
@@ -166,8 +166,8 @@ class RedisPresence:
             return not any(
                 int(count) > 0 and pid.decode() in live for pid, count in results[-1].items()
             )
-        except Exception:
-            logger.warning("presence: redis unavailable; counting this process only", exc_info=True)
+        except Exception as exc:
+            redis_outage.failed(exc)  # counting this process only meanwhile
             return here == 0
 
     async def online(self, user_ids: list[str]) -> set[str]:
@@ -182,8 +182,8 @@ class RedisPresence:
                     pipe.hgetall(self._user(key))
                 holders = await pipe.execute()
             live = await self._live_processes(client)
-        except Exception:
-            logger.warning("presence: redis unavailable; local sockets only", exc_info=True)
+        except Exception as exc:
+            redis_outage.failed(exc)  # local sockets only meanwhile
             return local
         return local | {
             key
@@ -192,8 +192,6 @@ class RedisPresence:
         }
 
     async def _beat(self) -> None:
-        from messaging.layers import raise_if_cancelled
-
         while True:
             raise_if_cancelled()
             try:
@@ -210,11 +208,10 @@ class RedisPresence:
                         pipe.expire(self._process(process_id), KEY_TTL)
                     await pipe.execute()
                 await self._sweep(client)
-            except asyncio.CancelledError:
-                raise
+                redis_outage.recovered()
             except Exception as exc:
                 raise_if_cancelled()
-                logger.warning("presence heartbeat failed: %s", exc)
+                redis_outage.failed(exc)
             await asyncio.sleep(HEARTBEAT)
 
     async def _sweep(self, client) -> None:
@@ -241,16 +238,18 @@ class RedisPresence:
                 if not any(int(n) > 0 and p.decode() in live for p, n in held.items())
             ]
             logger.info("presence: process %s is gone; %d users offline", pid, len(gone))
-            if gone and self.on_offline is not None:
+            if gone:
                 with contextlib.suppress(Exception):
-                    await self.on_offline(gone)
+                    await _announce_offline(gone)
+
+
+async def _announce_offline(user_ids: list[str]) -> None:
+    """Users whose only process died are offline: tell who shares a chat with them."""
+    for user_id in user_ids:
+        state = await connection_state(int(user_id))
+        events.broadcast_presence(user_id, state.co_member_ids, online=False)
 
 
 _redis = (
     RedisPresence(settings.REDIS_URL, settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_URL else None
 )
-
-
-def set_offline_handler(handler) -> None:
-    if _redis is not None:
-        _redis.on_offline = handler

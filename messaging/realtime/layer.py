@@ -1,0 +1,376 @@
+"""ChatChannelLayer: a channel layer that fans out in process and bridges processes through Redis pub/sub.
+
+Why not Channels' layers (docs/benchmarks.md has the numbers): the in-memory
+layer walks every channel on each send, deep-copies each message per member and
+wakes each consumer to re-dispatch it; the Redis layers send one Redis message
+per member (or drop past a capacity of 100 with an INFO line). Here a publish
+hands the same, already encoded event to every local member's *sink* (a plain
+function the consumer attached: it appends to the socket's outbox), and
+publishes it to Redis once per group, where every other process that has
+members of the group receives it once and does the same.
+
+Beyond Channels' layer API (`new_channel`, `send`, `receive`, `group_add`,
+`group_discard`, `group_send`, `flush`), the project uses these, and only these:
+
+- `publish(group, event)` / `publish_many(pairs)`: the one way the project
+  sends a group event (through `messaging.events.publish`). Callable from any
+  thread and never blocks: in the serving event loop it delivers to local
+  members at once and queues the Redis publish; from another thread it hands
+  the events to that loop in order; in a process that serves no socket (a
+  shell, a management command) a publisher thread of its own sends them, and
+  the process waits for it at exit.
+- `attach(channel, sink)` / `detach(channel)`: a channel whose events go to a
+  plain function, synchronously, instead of a queue (the consumer's outbox).
+- `prime_order(group, last_seq)`: message events of the group carry seqs and
+  the last one stored is `last_seq`; local members then receive them in seq
+  order, whichever process or thread stored them (`Sequencer`).
+
+Channels without a sink (any ordinary consumer) get the standard queue, so the
+layer still serves everything else in Django.
+"""
+
+import asyncio
+import atexit
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
+
+from messaging import metrics
+from messaging.realtime.redis_bridge import RedisPublisher, RedisSubscriber, redis_client
+from messaging.realtime.sequencer import Sequencer
+
+logger = logging.getLogger(__name__)
+
+# How long a process that serves no socket waits at exit for its publishes to reach Redis.
+EXIT_FLUSH_SECONDS = 10.0
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class ChatChannelLayer(BaseChannelLayer):
+    extensions = ["groups", "flush"]
+
+    def __init__(self, hosts=None, prefix="biogram", capacity=1000, expiry=60, **kwargs):
+        super().__init__(expiry=expiry, capacity=capacity, **kwargs)
+        self.process_id = secrets.token_hex(6)
+        self.serial = itertools.count(1)
+        self.prefix = prefix
+        self.redis_url = hosts[0] if hosts else None
+        self.channels: dict[str, asyncio.Queue] = {}
+        self.groups: dict[str, dict[str, None]] = {}
+        self.sinks: dict[str, Callable[[dict], None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.bridge: _Bridge | None = None
+        self.sequencer = Sequencer(self.fan_out)
+        self.detached: _DetachedPublisher | None = None
+        self.detached_lock = threading.Lock()
+
+    # ------------------------------------------------------------ publishing (the project's entry)
+
+    def publish(self, group: str, event: dict) -> None:
+        """Send `event` to every member of `group`, on every process; any thread, never blocks."""
+        self.publish_many(((group, event),))
+
+    def publish_many(self, pairs: Iterable[tuple[str, dict]]) -> None:
+        """`publish` for several events at once, in order (one hand-over between threads)."""
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            if _running_loop() is loop:
+                self._publish_here(pairs)
+            else:
+                loop.call_soon_threadsafe(self._publish_here, tuple(pairs))
+        elif self.redis_url:
+            # No socket is served by this process: nobody local to deliver to.
+            self._detached_publisher().publish_many(tuple(pairs))
+
+    def _publish_here(self, pairs: Iterable[tuple[str, dict]]) -> None:
+        bridge = self._bridge() if self.redis_url else None
+        for group, event in pairs:
+            try:
+                self._deliver_group(group, event)
+            except Exception:
+                metrics.LAYER_SEND_FAILURES.inc()
+                logger.exception("delivery to group %s failed", group)
+            if bridge is not None:
+                bridge.publisher.publish_soon(f"g:{group}", {"g": group, "m": event})
+
+    async def _published(self) -> None:
+        """Wait until what this thread's publishes queued for Redis has been sent."""
+        if not self.redis_url:
+            return
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            if _running_loop() is loop:
+                await self._bridge().publisher.flushed()
+            else:
+                await asyncio.wrap_future(
+                    asyncio.run_coroutine_threadsafe(self._bridge_flushed(), loop)
+                )
+        elif self.detached is not None:
+            await asyncio.to_thread(self.detached.flush, EXIT_FLUSH_SECONDS)
+
+    async def _bridge_flushed(self) -> None:
+        await self._bridge().publisher.flushed()
+
+    def _detached_publisher(self) -> "_DetachedPublisher":
+        with self.detached_lock:
+            if self.detached is None:
+                self.detached = _DetachedPublisher(self)
+            return self.detached
+
+    # ------------------------------------------------------------ ordering and sinks
+
+    def attach(self, channel: str, sink: Callable[[dict], None]) -> None:
+        """Hand every event for `channel` to `sink`, synchronously, in the event loop."""
+        self.sinks[channel] = sink
+
+    def detach(self, channel: str) -> None:
+        """Forget a channel: its sink, its queue and its groups (the consumer is gone)."""
+        self.sinks.pop(channel, None)
+        self.channels.pop(channel, None)
+        for group in [g for g, members in self.groups.items() if channel in members]:
+            self._discard(group, channel)
+
+    def prime_order(self, group: str, last_seq: int) -> None:
+        """The group's message events carry seqs and the last one stored is `last_seq`."""
+        self.sequencer.prime(group, last_seq)
+
+    # ------------------------------------------------------------ Channels' layer API
+
+    async def new_channel(self, prefix="specific"):
+        self._bind_loop()
+        # Unique within the process, and the process id makes it unique across processes.
+        return f"{prefix}.{self.process_id}!{next(self.serial)}"
+
+    async def send(self, channel, message):
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        if self._is_local(channel):
+            if self.loop is not None and _running_loop() is not self.loop:
+                self.loop.call_soon_threadsafe(self._deliver_quietly, channel, message)
+            else:
+                self._deliver_to_channel(channel, message)
+        elif self.redis_url:
+            owner = channel.split("!", 1)[0].rsplit(".", 1)[-1]
+            payload = {"c": channel, "m": message}
+            if self.loop is not None and self.loop.is_running() and _running_loop() is self.loop:
+                self._bridge().publisher.publish_soon(f"p:{owner}", payload)
+            else:
+                self._detached_publisher().publish_raw(f"p:{owner}", payload)
+            await self._published()
+
+    async def receive(self, channel):
+        self.require_valid_channel_name(channel)
+        self._bind_loop()
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return await queue.get()
+
+    async def group_add(self, group, channel):
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._bind_loop()
+        members = self.groups.get(group)
+        if members is None:
+            members = self.groups[group] = {}
+            if self.redis_url:
+                await self._bridge().subscriber.subscribe(f"g:{group}")
+        members[channel] = None
+
+    async def group_discard(self, group, channel):
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._discard(group, channel)
+
+    async def group_send(self, group, message):
+        """Channels' API: `publish`, then wait until Redis has the event (for callers that
+        end right after, such as a management command in `async_to_sync`)."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        self.publish(group, message)
+        await self._published()
+
+    async def flush(self):
+        self.channels.clear()
+        self.groups.clear()
+        self.sequencer = Sequencer(self.fan_out)
+        self.sinks.clear()
+        if self.bridge is not None:
+            await self.bridge.close()
+            self.bridge = None
+
+    async def close(self):
+        await self.flush()
+
+    # ------------------------------------------------------------ delivery
+
+    def _is_local(self, channel: str) -> bool:
+        return f".{self.process_id}!" in channel or not self.redis_url
+
+    def _deliver_to_channel(self, channel: str, message: dict) -> None:
+        sink = self.sinks.get(channel)
+        if sink is not None:
+            sink(message)
+            return
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            queue.put_nowait(message)
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
+    def _deliver_quietly(self, channel: str, message: dict) -> None:
+        try:
+            self._deliver_to_channel(channel, message)
+        except ChannelFull:
+            logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
+
+    def _deliver_group(self, group: str, message: dict) -> None:
+        if group not in self.groups:
+            return  # no member here (and no ordering state to keep for it)
+        if message.get("seq") is not None and message.get("type") == "chat.frame":
+            self.sequencer.offer(group, message)
+        else:
+            self.fan_out(group, message)
+
+    def fan_out(self, group: str, message: dict) -> None:
+        """Hand `message` to every local member of `group` (the sequencer calls this in order)."""
+        members = self.groups.get(group)
+        if not members:
+            return
+        stored_at = message.get("stored_at")
+        for channel in tuple(members):
+            try:
+                self._deliver_to_channel(channel, message)
+            except ChannelFull:
+                logger.warning("channel %s is full; event %s dropped", channel, message.get("type"))
+            except Exception:
+                logger.exception("delivery to %s failed", channel)
+        if stored_at is not None:
+            # Each local member's outbox has the frame (most already sent): store to last send.
+            metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - stored_at))
+
+    def _discard(self, group: str, channel: str) -> None:
+        members = self.groups.get(group)
+        if members is None:
+            return
+        members.pop(channel, None)
+        if not members:
+            del self.groups[group]
+            self.sequencer.forget(group)
+            if self.bridge is not None:
+                self.bridge.subscriber.unsubscribe(f"g:{group}")
+
+    def _receive_remote(self, data: bytes) -> None:
+        """A message from another process, through Redis."""
+        try:
+            envelope = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            logger.warning("undecodable message on the bridge")
+            return
+        if envelope.get("o") == self.process_id:
+            return  # our own publish: local members already have it
+        if "g" in envelope:
+            self._deliver_group(envelope["g"], envelope["m"])
+        elif "c" in envelope:
+            self._deliver_quietly(envelope["c"], envelope["m"])
+
+    # ------------------------------------------------------------ loop and bridge
+
+    def _bind_loop(self) -> None:
+        running = asyncio.get_running_loop()
+        if self.loop is not running:
+            if self.loop is not None and not self.loop.is_closed():
+                return
+            # A new loop (tests start one per test): state of a closed loop is dead.
+            self.loop = running
+            self.channels.clear()
+            self.groups.clear()
+            self.sequencer = Sequencer(self.fan_out)
+            self.sinks.clear()
+            self.bridge = None
+
+    def _bridge(self) -> "_Bridge":
+        running = asyncio.get_running_loop()
+        if self.bridge is None or self.bridge.loop is not running:
+            if self.loop is None or self.loop.is_closed():
+                self.loop = running
+            self.bridge = _Bridge(self, running)
+        return self.bridge
+
+
+class _Bridge:
+    """This process's Redis link in its serving loop: a publisher and a subscriber."""
+
+    def __init__(self, layer: ChatChannelLayer, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        client = redis_client(layer.redis_url)
+        self.publisher = RedisPublisher(
+            client, prefix=layer.prefix, origin=layer.process_id, loop=loop
+        )
+        self.subscriber = RedisSubscriber(
+            client,
+            prefix=layer.prefix,
+            loop=loop,
+            channels={f"p:{layer.process_id}"},
+            on_message=layer._receive_remote,
+        )
+        self.client = client
+
+    async def close(self) -> None:
+        await self.publisher.close()
+        await self.subscriber.close()
+        try:
+            await self.client.aclose()
+        except Exception:
+            logger.debug("closing the redis client failed", exc_info=True)
+
+
+class _DetachedPublisher:
+    """Publishes for a process that serves no socket: its own thread and event loop, so that no
+    caller waits on Redis; at exit the process waits (a while) until Redis has everything."""
+
+    def __init__(self, layer: ChatChannelLayer):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="layer-publisher", daemon=True
+        )
+        self.thread.start()
+        self.publisher = RedisPublisher(
+            redis_client(layer.redis_url),
+            prefix=layer.prefix,
+            origin=layer.process_id,
+            loop=self.loop,
+        )
+        atexit.register(self.flush, EXIT_FLUSH_SECONDS)
+
+    def publish_many(self, pairs: tuple) -> None:
+        for group, event in pairs:
+            self.publish_raw(f"g:{group}", {"g": group, "m": event})
+
+    def publish_raw(self, name: str, payload: dict) -> None:
+        self.loop.call_soon_threadsafe(self.publisher.publish_soon, name, payload)
+
+    def flush(self, timeout: float) -> None:
+        """Block until what was published so far reached Redis (or `timeout` passed)."""
+        if self.loop.is_closed():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.publisher.flushed(), self.loop)
+        try:
+            future.result(timeout)
+        except Exception:
+            logger.warning("publishes still waiting for Redis were given up at exit")
