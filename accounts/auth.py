@@ -13,6 +13,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from messaging.realtime.batching import BatchRunner
+from messaging.storage import placeholders
 
 
 class InvalidToken(Exception):
@@ -52,11 +53,10 @@ def _active_users(user_ids: list) -> list:
         fields = [user_model._meta.get_field(name) for name in _SOCKET_USER_FIELDS]
         quote = connection.ops.quote_name
         columns = ", ".join(quote(field.column) for field in fields)
-        marks = ", ".join(["%s"] * len(pks))
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {columns} FROM {quote(user_model._meta.db_table)}"
-                f" WHERE {quote(fields[0].column)} IN ({marks}) AND {quote(fields[2].column)} = %s",
+                f" WHERE {quote(fields[0].column)} IN ({placeholders(pks)}) AND {quote(fields[2].column)} = %s",
                 [*pks, True],
             )
             for pk, username, is_active, is_staff, is_superuser in cursor.fetchall():

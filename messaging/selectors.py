@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass
 
-from django.db import connection
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -10,35 +9,6 @@ from messaging.models import Chat, Membership, Message, ReadReceipt
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
-
-
-def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
-    """For each user: their chats' ids, the users who share one; and each chat's last seq.
-
-    Runs for every batch of new sockets, so it is one plain SQL statement.
-    """
-    membership = connection.ops.quote_name(Membership._meta.db_table)
-    chat = connection.ops.quote_name(Chat._meta.db_table)
-    marks = ", ".join(["%s"] * len(user_ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT mine.user_id, mine.chat_id, other.user_id, c.last_seq FROM {membership} mine"
-            f" JOIN {membership} other ON other.chat_id = mine.chat_id"
-            f" JOIN {chat} c ON c.id = mine.chat_id"
-            f" WHERE mine.user_id IN ({marks})",
-            list(user_ids),
-        )
-        rows = cursor.fetchall()
-    chats: dict[int, list[int]] = {}
-    co_members: dict[int, set[int]] = {}
-    last_seqs: dict[int, int] = {}
-    for user_id, chat_id, other_id, last_seq in rows:
-        last_seqs[chat_id] = last_seq
-        if other_id == user_id:
-            chats.setdefault(user_id, []).append(chat_id)
-        else:
-            co_members.setdefault(user_id, set()).add(other_id)
-    return chats, co_members, last_seqs
 
 
 def member_ids(chat_id) -> list[int]:

@@ -301,6 +301,8 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
             text=text,
             client_message_id=client_message_id,
             created_at=now,
+            deleted_at=None,
+            deleted_by_id=None,
         )
         results[index] = (message, True)
     metrics.MESSAGES_STORED.inc(len(rows))

@@ -1,9 +1,10 @@
-"""The SQL of the message hot path: a batch of messages in a constant number of statements.
+"""The SQL of the hot paths: a batch of messages, or of new sockets, in a constant number of statements.
 
 `services.store_messages` runs once per batch of the socket path, hundreds of
-times a second; the ORM's per-query and per-object costs were most of its
-time (docs/benchmarks.md). These few statements are plain SQL that SQLite
-(3.35+) and PostgreSQL both run; everything else stays in the ORM.
+times a second, and `chats_and_co_members` once per batch of new sockets; the
+ORM's per-query and per-object costs were most of their time
+(docs/benchmarks.md). These few statements are plain SQL that SQLite (3.35+)
+and PostgreSQL both run; everything else stays in the ORM.
 """
 
 from django.db import connection
@@ -17,7 +18,8 @@ MEMBERSHIP = _quote(Membership._meta.db_table)
 MESSAGE = _quote(Message._meta.db_table)
 
 
-def _marks(values) -> str:
+def placeholders(values) -> str:
+    """`%s, %s, …`, one per value: the body of an `IN (…)` list."""
     return ", ".join(["%s"] * len(values))
 
 
@@ -28,7 +30,7 @@ def memberships(chat_ids: set, user_ids: set) -> dict[tuple[int, int], bool]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT chat_id, user_id, muted FROM {MEMBERSHIP}"
-            f" WHERE chat_id IN ({_marks(chat_ids)}) AND user_id IN ({_marks(user_ids)})",
+            f" WHERE chat_id IN ({placeholders(chat_ids)}) AND user_id IN ({placeholders(user_ids)})",
             [*chat_ids, *user_ids],
         )
         return {(chat_id, user_id): bool(muted) for chat_id, user_id, muted in cursor.fetchall()}
@@ -40,8 +42,8 @@ def stored_client_ids(sender_ids: set, client_ids: set) -> dict[tuple[int, str],
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {MESSAGE} WHERE sender_id IN ({_marks(sender_ids)})"
-            f" AND client_message_id IN ({_marks(client_ids)})",
+            f"SELECT id FROM {MESSAGE} WHERE sender_id IN ({placeholders(sender_ids)})"
+            f" AND client_message_id IN ({placeholders(client_ids)})",
             [*sender_ids, *client_ids],
         )
         ids = [row[0] for row in cursor.fetchall()]
@@ -61,14 +63,14 @@ def allocate_seqs(counts: dict[int, int], now) -> dict[int, int]:
     with connection.cursor() as cursor:
         if connection.features.has_select_for_update:
             cursor.execute(
-                f"SELECT id FROM {CHAT} WHERE id IN ({_marks(chat_ids)}) ORDER BY id FOR UPDATE",
+                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(chat_ids)}) ORDER BY id FOR UPDATE",
                 chat_ids,
             )
         cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
         params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
         cursor.execute(
             f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END, last_message_at = %s"
-            f" WHERE id IN ({_marks(chat_ids)}) RETURNING id, last_seq",
+            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_seq",
             [*params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
         )
         return dict(cursor.fetchall())
@@ -88,11 +90,47 @@ def insert_messages(rows: list[tuple], now) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
+# Every column of a Message: `message_instance` must be given each one.
+MESSAGE_FIELDS = frozenset(field.attname for field in Message._meta.concrete_fields)
+
+
 def message_instance(**fields) -> Message:
-    """A Message for a row just inserted, without the cost of `Model.__init__`."""
+    """A Message for a row just inserted, without the cost of `Model.__init__`.
+
+    Takes a value for every concrete field of the model, and only those: a field
+    added to the model and not given here raises instead of being silently missing.
+    """
+    if fields.keys() != MESSAGE_FIELDS:
+        raise TypeError(
+            f"message_instance needs exactly the fields of Message: missing"
+            f" {sorted(MESSAGE_FIELDS - fields.keys())}, unknown {sorted(fields.keys() - MESSAGE_FIELDS)}"
+        )
     message = Message.__new__(Message)
     message._state = ModelState()
     message._state.adding = False
     message._state.db = connection.alias
-    message.__dict__.update(fields, deleted_at=None, deleted_by_id=None)
+    message.__dict__.update(fields)
     return message
+
+
+def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
+    """For each user: their chats' ids, the users who share one; and each chat's last seq."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT mine.user_id, mine.chat_id, other.user_id, c.last_seq FROM {MEMBERSHIP} mine"
+            f" JOIN {MEMBERSHIP} other ON other.chat_id = mine.chat_id"
+            f" JOIN {CHAT} c ON c.id = mine.chat_id"
+            f" WHERE mine.user_id IN ({placeholders(user_ids)})",
+            list(user_ids),
+        )
+        rows = cursor.fetchall()
+    chats: dict[int, list[int]] = {}
+    co_members: dict[int, set[int]] = {}
+    last_seqs: dict[int, int] = {}
+    for user_id, chat_id, other_id, last_seq in rows:
+        last_seqs[chat_id] = last_seq
+        if other_id == user_id:
+            chats.setdefault(user_id, []).append(chat_id)
+        else:
+            co_members.setdefault(user_id, set()).add(other_id)
+    return chats, co_members, last_seqs

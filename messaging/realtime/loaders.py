@@ -7,7 +7,7 @@ queries per socket.
 
 from dataclasses import dataclass
 
-from messaging import selectors
+from messaging import storage
 from messaging.realtime.batching import BatchRunner
 
 
@@ -19,7 +19,7 @@ class ConnectionState:
 
 
 def _load(user_ids: list[int]) -> list[ConnectionState]:
-    chats, co_members, last_seqs = selectors.chats_and_co_members(set(user_ids))
+    chats, co_members, last_seqs = storage.chats_and_co_members(set(user_ids))
     states = []
     for user_id in user_ids:
         mine = chats.get(user_id, [])
