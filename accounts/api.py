@@ -1,5 +1,6 @@
 """REST views of accounts: registration, the current user, the user directory, the page's token."""
 
+import contextlib
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -10,8 +11,11 @@ from rest_framework import authentication, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts import logins
+from accounts.tokens import verified_refresh_claims
 from messaging import protocol
 from messaging.errors import Forbidden
 
@@ -121,6 +125,50 @@ class SessionTokenView(APIView):
 
     @extend_schema(request=None, responses=SessionTokenOutput)
     def post(self, request):
-        token = AccessToken.for_user(request.user)
+        if not request.session.session_key:
+            request.session.save()
+        login = logins.session_login(request.user, request.session.session_key)
+        token = logins.refresh_token_for(login).access_token
         expires_at = datetime.fromtimestamp(int(token["exp"]), tz=UTC)
         return Response({"access": str(token), "expiresAt": protocol.format_time(expires_at)})
+
+
+class LogoutInput(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class LogoutView(APIView):
+    """End the login a refresh token belongs to (any of its refresh tokens, even a rotated one):
+    every token of it is refused and its sockets close, on every process."""
+
+    permission_classes = [AllowAny]
+    authentication_classes = []
+
+    def get_authenticate_header(self, request):
+        # An invalid token is a 401 (with this header), as everywhere in the API, not a 403.
+        return 'Bearer realm="api"'
+
+    @extend_schema(request=LogoutInput, responses={204: None})
+    def post(self, request):
+        serializer = LogoutInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        raw = serializer.validated_data["refresh"]
+        try:
+            claims = verified_refresh_claims(raw)
+        except TokenError as exc:
+            raise InvalidToken(str(exc)) from None
+        login_id = claims.get(logins.SID_CLAIM)
+        if login_id is not None:
+            logins.end_login(login_id)
+        with contextlib.suppress(TokenError):  # already blacklisted (rotated): ended anyway
+            RefreshToken(raw).blacklist()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LogoutAllView(APIView):
+    """Log out everywhere: every login of the caller, every token, every Django session."""
+
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request):
+        logins.end_all_logins(request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

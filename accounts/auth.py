@@ -12,6 +12,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts import logins
 from messaging.realtime.batching import BatchRunner
 from messaging.storage import placeholders
 
@@ -24,10 +25,15 @@ class InvalidToken(Exception):
 class TokenIdentity:
     user: object
     expires_at: datetime
+    claims: dict  # the token's claims: its login (`sid`) and issue time, re-checked later
+
+    @property
+    def login_id(self) -> str | None:
+        return self.claims.get(logins.SID_CLAIM)
 
 
-def verify_token(raw: str) -> tuple[object, datetime]:
-    """Check an access token (signature, pinned algorithm, expiry, type): (user id, expiry)."""
+def verify_token(raw: str) -> tuple[object, datetime, dict]:
+    """Check an access token (signature, pinned algorithm, expiry, type): (user id, expiry, claims)."""
     if not raw or len(raw) > 4096:
         raise InvalidToken("missing or oversized token")
     try:
@@ -36,11 +42,25 @@ def verify_token(raw: str) -> tuple[object, datetime]:
         expires_at = datetime.fromtimestamp(int(token["exp"]), tz=UTC)
     except (TokenError, KeyError, TypeError, ValueError) as exc:
         raise InvalidToken(str(exc)) from exc
-    return user_id, expires_at
+    return user_id, expires_at, token.payload
 
 
 # What a socket needs of its user; other fields load on first use (Django's deferred fields).
-_SOCKET_USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser")
+_SOCKET_USER_FIELDS = ("id", "username", "is_active", "is_staff", "is_superuser", "logins_ended_at")
+
+
+def _token_users(tokens: list[tuple[object, dict]]) -> list:
+    """For each (user id, claims): the token's active user if its login is live, else None.
+
+    Two plain queries per batch of handshakes, whatever its size."""
+    users = _active_users([user_id for user_id, _ in tokens])
+    live = logins.live_login_ids(claims.get(logins.SID_CLAIM) for _, claims in tokens)
+    return [
+        user
+        if user is not None and logins.token_is_live(claims, user.logins_ended_at, live)
+        else None
+        for user, (_, claims) in zip(users, tokens, strict=True)
+    ]
 
 
 def _active_users(user_ids: list) -> list:
@@ -59,13 +79,27 @@ def _active_users(user_ids: list) -> list:
                 f" WHERE {quote(fields[0].column)} IN ({placeholders(pks)}) AND {quote(fields[2].column)} = %s",
                 [*pks, True],
             )
-            for pk, username, is_active, is_staff, is_superuser in cursor.fetchall():
+            for pk, username, is_active, is_staff, is_superuser, ended in cursor.fetchall():
                 found[pk] = user_model.from_db(
                     connection.alias,
                     _SOCKET_USER_FIELDS,
-                    (pk, username, bool(is_active), bool(is_staff), bool(is_superuser)),
+                    (
+                        pk,
+                        username,
+                        bool(is_active),
+                        bool(is_staff),
+                        bool(is_superuser),
+                        _as_datetime(ended),
+                    ),
                 )
     return [found.get(_as_pk(user_id)) for user_id in user_ids]
+
+
+def _as_datetime(value):
+    """A timestamp column read by a raw query (SQLite hands back text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return connection.ops.convert_datetimefield_value(value, None, connection)
 
 
 def _as_pk(user_id):
@@ -76,20 +110,20 @@ def _as_pk(user_id):
 
 
 # Connection bursts look their users up many at a time (one query per batch).
-_user_loader = BatchRunner(_active_users, name="token-users", max_batch=500)
+_user_loader = BatchRunner(_token_users, name="token-users", max_batch=500)
 
 
 async def authenticate_token_async(raw: str) -> TokenIdentity:
     """Verify an access token and load its active user: the signature is checked in the event
     loop (it is quick), the user is looked up in a batch with the other handshakes."""
-    user_id, expires_at = verify_token(raw)
+    user_id, expires_at, claims = verify_token(raw)
     try:
-        user = await _user_loader.submit(_as_pk(user_id))
+        user = await _user_loader.submit((_as_pk(user_id), claims))
     except ValueError as exc:  # a user id claim of the wrong type
         raise InvalidToken(str(exc)) from exc
     if user is None:
-        raise InvalidToken("no active user for this token")
-    return TokenIdentity(user=user, expires_at=expires_at)
+        raise InvalidToken("no active user for this token, or its login has ended")
+    return TokenIdentity(user=user, expires_at=expires_at, claims=claims)
 
 
 def query_param(scope, name: str) -> str | None:
@@ -126,6 +160,7 @@ class TokenAuthMiddleware:
         else:
             scope["user"] = identity.user
             scope["token_expires_at"] = identity.expires_at
+            scope["token_claims"] = identity.claims
         return await self.inner(scope, receive, send)
 
 

@@ -9,6 +9,8 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
+from accounts import logins
+
 REGISTRATION_CLOSED = "Registration is closed on this server."
 
 
@@ -31,7 +33,13 @@ class LoginPage(LoginView):
 
 
 class LogoutPage(LogoutView):
-    """Django's logout view: POST only, with CSRF, then back to the login page."""
+    """Django's logout view (POST only, with CSRF, then back to the login page), which also ends
+    the page's login: its tokens are refused and its sockets, in every tab, are closed."""
+
+    def post(self, request, *args, **kwargs):
+        if request.user.is_authenticated:
+            logins.end_session_logins(request.user, request.session.session_key)
+        return super().post(request, *args, **kwargs)
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -183,7 +183,7 @@ WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # JWT first: its WWW-Authenticate header makes missing credentials a 401.
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "accounts.tokens.LoginJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -214,6 +214,9 @@ SIMPLE_JWT = {
     "SIGNING_KEY": SECRET_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry their login (`sid`), so that logging out ends them (accounts/logins.py).
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.tokens.LoginTokenObtainSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "accounts.tokens.LoginTokenRefreshSerializer",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -4,13 +4,15 @@
 class MessagingError(Exception):
     """Base of every refusal a service makes; `code` is the protocol's error code.
 
-    `close_code`: a socket that hears this error is then closed with that code.
+    `close_code`: a socket that hears this error is then closed with that code, after a
+    `disconnect` frame with `closing_reason` when there is one.
     """
 
     code = "bad_request"
     status = 400
     default_message = "Bad request."
     close_code: int | None = None
+    closing_reason: str | None = None
 
     def __init__(self, message: str | None = None, **extra):
         self.message = message or self.default_message
@@ -52,3 +54,11 @@ class Unavailable(MessagingError):
 
 class Unauthorized(MessagingError):
     code, status, default_message = "unauthorized", 401, "Authentication failed."
+
+
+class Banned(Unauthorized):
+    """The sender was banned: the socket hears `disconnect` (banned) and is closed with 4001."""
+
+    default_message = "This account is banned."
+    close_code = 4001
+    closing_reason = "banned"

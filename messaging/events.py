@@ -123,3 +123,8 @@ def notify_membership(user_id, chat_id, event: str) -> None:
 
 def notify_banned(user_id) -> None:
     publish(user_group(user_id), {"type": "user.banned"})
+
+
+def notify_logged_out(user_id) -> None:
+    """A login of the user ended: their sockets re-check theirs (those of an ended login close)."""
+    publish(user_group(user_id), {"type": "user.standing"})

@@ -108,3 +108,29 @@ class ReadReceipt(models.Model):
 
     def __str__(self):
         return f"{self.user} read {self.chat} up to #{self.seq}"
+
+
+class AccessChange(models.Model):
+    """A change of who may see what, recorded in the transaction that makes it.
+
+    Live events tell sockets at once, but a live event can be lost (Redis away);
+    every process also reads these rows every second (`realtime/access.py`) and
+    has the sockets of the users concerned re-check their standing in the database.
+    """
+
+    class Kind(models.TextChoices):
+        ADDED = "added"
+        REMOVED = "removed"
+        BANNED = "banned"
+        LOGGED_OUT = "logged_out"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    chat_id = models.BigIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.kind} user {self.user_id} chat {self.chat_id}"

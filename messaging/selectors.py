@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
+from messaging.errors import NotMember
 from messaging.models import Chat, Membership, Message, ReadReceipt
 
 HISTORY_DEFAULT_LIMIT = 50
@@ -21,8 +23,23 @@ class Page:
     has_more: bool
 
 
-def missed_messages(*, chat_id, after_seq: int, limit: int) -> Page:
-    """The messages after `after_seq` in seq order, at most `limit`, for `sync`."""
+def missed_messages(*, user, chat_id, after_seq: int, limit: int) -> Page:
+    """The messages after `after_seq` in seq order, at most `limit`, for `sync`.
+
+    `NotMember` unless `user` is a member of the chat now, in the same transaction as the read:
+    the database decides, not what the socket last heard.
+    """
+    if not isinstance(chat_id, int):  # an id no row can have (protocol.parse_id)
+        raise NotMember()
+    with transaction.atomic():
+        if not Membership.objects.filter(chat_id=chat_id, user=user).exists():
+            raise NotMember()
+        return messages_after(chat_id=chat_id, after_seq=after_seq, limit=limit)
+
+
+def messages_after(*, chat_id, after_seq: int, limit: int) -> Page:
+    """A chat's messages after `after_seq`, for delivery to its members' sockets (the sequencer
+    fills a hole with these; the sockets deliver only chats their user is in)."""
     rows = list(
         Message.objects.filter(chat_id=chat_id, seq__gt=after_seq).order_by("seq")[: limit + 1]
     )

@@ -14,13 +14,14 @@ from django.utils import timezone
 from messaging import events, metrics, protocol, storage
 from messaging.errors import (
     BadRequest,
+    Banned,
     Forbidden,
     MessagingError,
     NotFound,
     NotMember,
     Unavailable,
 )
-from messaging.models import Chat, Membership, Message, ReadReceipt
+from messaging.models import AccessChange, Chat, Membership, Message, ReadReceipt
 
 # Held from a message's seq allocation until its broadcast has been handed to the
 # channel layer (which never waits on Redis), so one process publishes a chat's
@@ -75,8 +76,17 @@ def _join(chat: Chat, user, role=Membership.Role.MEMBER) -> bool:
     _, created = Membership.objects.get_or_create(chat=chat, user=user, defaults={"role": role})
     if created:
         ReadReceipt.objects.get_or_create(chat=chat, user=user)
+        record_access_change(user.pk, AccessChange.Kind.ADDED, chat_id=chat.pk)
         events.on_commit(events.notify_membership, user.pk, chat.pk, "added")
     return created
+
+
+def record_access_change(user_id, kind: str, *, chat_id=None) -> None:
+    """Note, in the current transaction, that the user's access changed: every process's sockets
+    of that user re-check it within a second, even if the live event is lost."""
+    AccessChange.objects.create(
+        user_id=user_id, kind=kind, chat_id=chat_id, created_at=timezone.now()
+    )
 
 
 @_unavailable_on_database_error
@@ -164,6 +174,7 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> Non
             if heir is not None:
                 heir.role = Membership.Role.OWNER
                 heir.save(update_fields=["role"])
+        record_access_change(membership.user_id, AccessChange.Kind.REMOVED, chat_id=chat.pk)
         events.on_commit(events.notify_membership, membership.user_id, chat.pk, "removed")
 
 
@@ -203,26 +214,51 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     """Store a batch of validated messages in one transaction ("group commit").
 
     Returns, for each request in order, (message, created) or the
-    MessagingError that refuses it. Each chat's `last_seq` is incremented by
-    its number of new messages under the row lock (chats locked in id order, so
-    two writers cannot deadlock); the seqs are gap-free and in commit order. A
-    `client_message_id` already stored returns the stored message. Nothing is
-    broadcast here: the caller does it after this returns (after the commit).
+    MessagingError that refuses it. In one transaction, in a constant number of
+    statements: the chats are locked (in id order, so two writers cannot
+    deadlock), the senders' membership, mute and ban are read, repeated
+    `client_message_id`s are found (they return the stored message), each
+    chat's `last_seq` grows by its number of new messages (gap-free seqs, in
+    commit order), and the messages are inserted. Nothing is broadcast here:
+    the caller does it after this returns (after the commit).
     """
     results: list = [None] * len(batch)
+    try:
+        with transaction.atomic():
+            fresh = _admit(batch, results)
+            if fresh:
+                _insert(batch, fresh, results)
+    except (IntegrityError, DataError):
+        if not retry_singly:
+            raise
+        # Another process stored one of these client ids meanwhile, or the database
+        # refuses one row: one at a time, so one bad message never fails the others.
+        results = [_store_one(request) for request in batch]
+    for index, result in enumerate(results):
+        if isinstance(result, int):
+            first = results[result]
+            results[index] = (first[0], False) if isinstance(first, tuple) else first
+    return results
+
+
+def _admit(batch: list[Outgoing], results: list) -> list[int]:
+    """Decide each request (inside the storing transaction): the indexes to store; the others'
+    results are set (a refusal, a stored retry, or the index of the same retry in this batch)."""
+    chat_ids = {r.chat_id for r in batch if r.chat_id is not None}
     sender_ids = {r.sender.pk for r in batch}
+    storage.lock_chats(chat_ids)
+    standing = storage.senders_standing(chat_ids, sender_ids)
     stored = storage.stored_client_ids(
         sender_ids, {r.client_message_id for r in batch if r.client_message_id is not None}
-    )
-    memberships = storage.memberships(
-        {r.chat_id for r in batch if r.chat_id is not None}, sender_ids
     )
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
     for index, request in enumerate(batch):
         key = (request.sender.pk, request.client_message_id)
-        muted = memberships.get((request.chat_id, request.sender.pk))
-        if muted is None:
+        muted, active = standing.get((request.chat_id, request.sender.pk), (None, True))
+        if not active:
+            results[index] = Banned()
+        elif muted is None:
             results[index] = NotMember()
         elif request.client_message_id is not None and key in stored:
             message = stored[key]
@@ -239,21 +275,7 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
             if request.client_message_id is not None:
                 claimed[key] = index
             fresh.append(index)
-    if fresh:
-        try:
-            _insert(batch, fresh, results)
-        except (IntegrityError, DataError):
-            if not retry_singly:
-                raise
-            # Another process stored one of these client ids meanwhile, or the database
-            # refuses one row: one at a time, so one bad message never fails the others.
-            for index in fresh:
-                results[index] = _store_one(batch[index])
-    for index, result in enumerate(results):
-        if isinstance(result, int):
-            first = results[result]
-            results[index] = (first[0], False) if isinstance(first, tuple) else first
-    return results
+    return fresh
 
 
 def _store_one(request: Outgoing):
@@ -273,24 +295,23 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
         per_chat.setdefault(batch[index].chat_id, []).append(index)
     now = timezone.now()
     rows, order = [], []
-    with transaction.atomic():
-        last_seqs = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
-        for chat_id in sorted(per_chat):
-            indexes = per_chat[chat_id]
-            first = last_seqs[chat_id] - len(indexes) + 1
-            for offset, index in enumerate(indexes):
-                request = batch[index]
-                rows.append(
-                    (
-                        chat_id,
-                        first + offset,
-                        request.sender.pk,
-                        request.text,
-                        request.client_message_id,
-                    )
+    last_seqs = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
+    for chat_id in sorted(per_chat):
+        indexes = per_chat[chat_id]
+        first = last_seqs[chat_id] - len(indexes) + 1
+        for offset, index in enumerate(indexes):
+            request = batch[index]
+            rows.append(
+                (
+                    chat_id,
+                    first + offset,
+                    request.sender.pk,
+                    request.text,
+                    request.client_message_id,
                 )
-                order.append(index)
-        ids = storage.insert_messages(rows, now)
+            )
+            order.append(index)
+    ids = storage.insert_messages(rows, now)
     for index, row, message_id in zip(order, rows, ids, strict=True):
         chat_id, seq, sender_id, text, client_message_id = row
         message = storage.message_instance(
@@ -387,4 +408,5 @@ def ban_user(*, user, moderator=None) -> None:
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
+        record_access_change(user.pk, AccessChange.Kind.BANNED)
         events.on_commit(events.notify_banned, user.pk)

@@ -7,6 +7,7 @@ ORM's per-query and per-object costs were most of their time
 and PostgreSQL both run; everything else stays in the ORM.
 """
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models.base import ModelState
 
@@ -16,6 +17,7 @@ _quote = connection.ops.quote_name
 CHAT = _quote(Chat._meta.db_table)
 MEMBERSHIP = _quote(Membership._meta.db_table)
 MESSAGE = _quote(Message._meta.db_table)
+USER = _quote(get_user_model()._meta.db_table)
 
 
 def placeholders(values) -> str:
@@ -23,17 +25,37 @@ def placeholders(values) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def memberships(chat_ids: set, user_ids: set) -> dict[tuple[int, int], bool]:
-    """(chat id, user id) -> muted, for the memberships among those chats and users."""
+def lock_chats(chat_ids) -> None:
+    """Lock the chats' rows for this transaction, in id order (two writers cannot deadlock);
+    SQLite locks the whole database for a write transaction instead."""
+    if connection.features.has_select_for_update:
+        ids = sorted(chat_ids)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
+                ids,
+            )
+
+
+def senders_standing(chat_ids: set, user_ids: set) -> dict[tuple[int, int], tuple[bool, bool]]:
+    """(chat id, user id) -> (muted, user active), for the memberships among those chats and
+    users. Inside the storing transaction; on PostgreSQL the rows are share-locked, so a
+    removal or a ban committing meanwhile is either seen here or waits for this commit."""
     if not chat_ids or not user_ids:
         return {}
+    lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT chat_id, user_id, muted FROM {MEMBERSHIP}"
-            f" WHERE chat_id IN ({placeholders(chat_ids)}) AND user_id IN ({placeholders(user_ids)})",
+            f"SELECT m.chat_id, m.user_id, m.muted, u.is_active FROM {MEMBERSHIP} m"
+            f" JOIN {USER} u ON u.id = m.user_id"
+            f" WHERE m.chat_id IN ({placeholders(chat_ids)})"
+            f" AND m.user_id IN ({placeholders(user_ids)}){lock}",
             [*chat_ids, *user_ids],
         )
-        return {(chat_id, user_id): bool(muted) for chat_id, user_id, muted in cursor.fetchall()}
+        return {
+            (chat_id, user_id): (bool(muted), bool(active))
+            for chat_id, user_id, muted, active in cursor.fetchall()
+        }
 
 
 def stored_client_ids(sender_ids: set, client_ids: set) -> dict[tuple[int, str], Message]:
@@ -53,19 +75,10 @@ def stored_client_ids(sender_ids: set, client_ids: set) -> dict[tuple[int, str],
 
 
 def allocate_seqs(counts: dict[int, int], now) -> dict[int, int]:
-    """Add `counts[chat]` to each chat's `last_seq`; the new values. Inside a transaction.
-
-    The rows are locked in id order first where the database can (PostgreSQL), so
-    two processes storing into the same chats cannot deadlock; SQLite locks the
-    whole database for the write transaction anyway.
-    """
+    """Add `counts[chat]` to each chat's `last_seq`; the new values. Inside a transaction,
+    after `lock_chats`."""
     chat_ids = sorted(counts)
     with connection.cursor() as cursor:
-        if connection.features.has_select_for_update:
-            cursor.execute(
-                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(chat_ids)}) ORDER BY id FOR UPDATE",
-                chat_ids,
-            )
         cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
         params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
         cursor.execute(

@@ -167,7 +167,7 @@ def test_session_token_is_an_access_token_of_the_logged_in_user(browser_client, 
 
     assert response.status_code == 200
     body = response.json()
-    user_id, expires_at = verify_token(body["access"])
+    user_id, expires_at, _ = verify_token(body["access"])
     assert str(user_id) == str(user.pk)
     assert body["expiresAt"] == expires_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

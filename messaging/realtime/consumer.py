@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.db import DatabaseError
 
+from accounts import logins
 from accounts.auth import InvalidToken, authenticate_token_async, query_param
 from biogram import logging as biogram_logging
 from messaging import events, metrics, protocol, selectors, services
@@ -23,6 +24,7 @@ from messaging.errors import (
     Unavailable,
 )
 from messaging.realtime import presence
+from messaging.realtime.access import watch as access_watch
 from messaging.realtime.batching import CallRunner
 from messaging.realtime.flood import FloodGuard
 from messaging.realtime.loaders import connection_state
@@ -57,6 +59,11 @@ class ChatConsumer(SocketConsumer):
 
     user_key: str | None = None  # the user's id once authenticated
     started = False
+    # The login this socket belongs to, re-checked whenever the user's access changes:
+    # a token's claims (its `sid`), or, for a page on the session cookie, that session.
+    claims: dict = {}
+    login_id: str | None = None
+    session_key: str | None = None
 
     async def connect(self):
         self.started = True
@@ -67,6 +74,7 @@ class ChatConsumer(SocketConsumer):
         self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
         self.online = False
+        self.connected_at = datetime.now(UTC)
         await self.accept()
         metrics.CONNECTS.inc()
         metrics.OPEN_SOCKETS.inc()
@@ -80,6 +88,7 @@ class ChatConsumer(SocketConsumer):
             self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
             return
         self.user_key = str(self.user.pk)
+        self.set_login(self.scope.get("token_claims"))
         self.typing = TypingIndicators(self.user_key)
         self.flood = FloodGuard(self.user_key)
         biogram_logging.bind(user_id=self.user_key, connection_id=self.connection_id)
@@ -112,6 +121,7 @@ class ChatConsumer(SocketConsumer):
             self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
             return
         live_consumers.add(self)
+        access_watch.add(self)
         self.send_frame(
             protocol.connect_frame(
                 user_id=self.user_key,
@@ -132,6 +142,8 @@ class ChatConsumer(SocketConsumer):
         self.closing = True
         self.outbox.abandon()
         live_consumers.discard(self)
+        if self.user_key is not None:
+            access_watch.discard(self)
         metrics.OPEN_SOCKETS.dec()
         metrics.DISCONNECTS.labels(code=str(code)).inc()
         if self.user_key is None:
@@ -184,6 +196,10 @@ class ChatConsumer(SocketConsumer):
             await getattr(self, f"on_{frame.type_name}")(frame)
         except MessagingError as error:
             self.send_error(error, protocol.frame_ref(frame))
+            if error.closing_reason is not None:
+                self.send_frame(
+                    protocol.closing_frame(user_id=self.user_key, reason=error.closing_reason)
+                )
             if error.close_code is not None:
                 self.close_with(error.close_code)
         except DatabaseError:
@@ -228,15 +244,17 @@ class ChatConsumer(SocketConsumer):
     async def on_sync(self, frame: protocol.Sync):
         summary = {}
         for chat_id, after in frame.chats.items():
-            if str(chat_id) not in self.chat_ids:
+            try:  # membership as the database has it now, not as this socket last heard
+                page = await socket_db.call(
+                    selectors.missed_messages,
+                    user=self.user,
+                    chat_id=chat_id,
+                    after_seq=after,
+                    limit=settings.SYNC_MAX_PER_CHAT,
+                )
+            except NotMember:
                 self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
-            page = await socket_db.call(
-                selectors.missed_messages,
-                chat_id=chat_id,
-                after_seq=after,
-                limit=settings.SYNC_MAX_PER_CHAT,
-            )
             for message in page.messages:
                 self.send_frame(protocol.message_frame(message))
                 if self.outbox.backlog > self.outbox.limit // 2:
@@ -256,6 +274,7 @@ class ChatConsumer(SocketConsumer):
         if str(identity.user.pk) != self.user_key:
             raise Unauthorized("The token belongs to another user; the old one stays in force.")
         self.token_expires_at = identity.expires_at
+        self.set_login(identity.claims)
         self.schedule_expiry()
         self.send_frame(protocol.auth_frame(token_expires_at=self.token_expires_at))
 
@@ -309,15 +328,59 @@ class ChatConsumer(SocketConsumer):
         self.send_frame(protocol.chat_frame(chat_id=chat_id, event=change))
 
     def on_user_banned(self, event: dict) -> None:
-        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="banned"))
-        self.close_with(CLOSE_UNAUTHORIZED)
+        self.end("banned")
+
+    def on_user_standing(self, event: dict) -> None:
+        """The user's access changed (a login ended): re-read it from the database."""
+        self.spawn(access_watch.recheck([self]))
 
     event_handlers = {
         "chat.frame": on_chat_frame,
         "user.frame": on_user_frame,
         "user.chat": on_user_chat,
         "user.banned": on_user_banned,
+        "user.standing": on_user_standing,
     }
+
+    # ------------------------------------------------------------ access
+
+    def set_login(self, claims: dict | None) -> None:
+        if claims:
+            self.claims = claims
+            self.login_id = claims.get(logins.SID_CLAIM)
+        else:  # the session cookie's user (the built-in page without a token)
+            session = self.scope.get("session")
+            self.session_key = getattr(session, "session_key", None)
+
+    def apply_standing(self, standing, live_logins: set[str], live_sessions: set[str]) -> None:
+        """What the database says of this socket's user now (access.AccessWatch): close the
+        socket of a banned user or an ended login; start or stop receiving chats."""
+        if self.closing or self.user_key is None:
+            return
+        if not standing.active:
+            self.end("banned")
+            return
+        if self.claims:
+            live = logins.token_is_live(self.claims, standing.logins_ended_at, live_logins)
+        else:
+            ended = standing.logins_ended_at
+            live = self.session_key in live_sessions and (
+                ended is None or ended < self.connected_at
+            )
+        if not live:
+            self.end("logged_out")
+            return
+        for chat_id in standing.chat_ids - self.chat_ids:
+            self.on_user_chat({"chat_id": chat_id, "event": "added"})
+        for chat_id in self.chat_ids - standing.chat_ids:
+            self.on_user_chat({"chat_id": chat_id, "event": "removed"})
+
+    def end(self, reason: str) -> None:
+        """`disconnect` with `reason`, then close 4001 (banned, logged out, token expired)."""
+        if self.closing:
+            return
+        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason=reason))
+        self.close_with(CLOSE_UNAUTHORIZED)
 
     async def tell_who_is_online(self, chat_id: str) -> None:
         """A new chat may bring new co-members: `connect` for each of its members online now
@@ -366,5 +429,4 @@ class ChatConsumer(SocketConsumer):
         self.expiry = asyncio.get_running_loop().call_later(delay, self.expire)
 
     def expire(self) -> None:
-        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="token_expired"))
-        self.close_with(CLOSE_UNAUTHORIZED)
+        self.end("token_expired")

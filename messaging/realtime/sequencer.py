@@ -126,7 +126,7 @@ class Sequencer:
 def _load_missing(requests: list[tuple[int, int, int]]) -> list[list[dict]]:
     results = []
     for chat_id, after, upto in requests:
-        page = selectors.missed_messages(
+        page = selectors.messages_after(
             chat_id=chat_id, after_seq=after, limit=min(MAX_FILL, max(1, upto - after))
         )
         results.append([events.message_event(m) for m in page.messages if m.seq <= upto])

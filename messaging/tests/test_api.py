@@ -931,6 +931,8 @@ REST_PATHS = {
     "/api/auth/register/",
     "/api/auth/token/",
     "/api/auth/token/refresh/",
+    "/api/auth/logout/",
+    "/api/auth/logout-all/",
     "/api/me/",
     "/api/users/",
     "/api/session/token/",
