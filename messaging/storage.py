@@ -28,7 +28,7 @@ def placeholders(values) -> str:
 def lock_chats(chat_ids) -> None:
     """Lock the chats' rows for this transaction, in id order (two writers cannot deadlock);
     SQLite locks the whole database for a write transaction instead."""
-    if connection.features.has_select_for_update:
+    if chat_ids and connection.features.has_select_for_update:
         ids = sorted(chat_ids)
         with connection.cursor() as cursor:
             cursor.execute(
