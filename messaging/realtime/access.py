@@ -16,7 +16,7 @@ import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.sessions.models import Session
 from django.utils import timezone
@@ -40,6 +40,31 @@ class Standing:
     active: bool = False
     logins_ended_at: object = None
     chat_ids: set[str] = field(default_factory=set)
+
+
+class SocketLogin:
+    """The login a socket belongs to: its token's claims (the `sid`), or, for the built-in page on
+    its session cookie, that session; re-checked whenever the user's access changes."""
+
+    def __init__(self, scope):
+        self.claims: dict = scope.get("token_claims") or {}
+        session = scope.get("session")
+        self.session_key = None if self.claims else getattr(session, "session_key", None)
+        self.connected_at = datetime.now(UTC)
+
+    @property
+    def login_id(self) -> str | None:
+        return self.claims.get(logins.SID_CLAIM)
+
+    def renewed(self, claims: dict) -> None:
+        """The socket now lives on another token (`auth`)."""
+        self.claims, self.session_key = claims, None
+
+    def live(self, standing: Standing, live_logins: set[str], live_sessions: set[str]) -> bool:
+        if self.claims:
+            return logins.token_is_live(self.claims, standing.logins_ended_at, live_logins)
+        ended = standing.logins_ended_at
+        return self.session_key in live_sessions and (ended is None or ended < self.connected_at)
 
 
 def load_standings(user_ids: set[int], login_ids: set[str], session_keys: set[str]):
@@ -113,8 +138,8 @@ class AccessWatch:
         standings, live_logins, live_sessions = await self.db.call(
             load_standings,
             {int(c.user_key) for c in consumers},
-            {c.login_id for c in consumers if c.login_id},
-            {c.session_key for c in consumers if c.session_key},
+            {c.login.login_id for c in consumers if c.login.login_id},
+            {c.login.session_key for c in consumers if c.login.session_key},
         )
         for consumer in consumers:
             consumer.apply_standing(standings[int(consumer.user_key)], live_logins, live_sessions)

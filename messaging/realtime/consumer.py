@@ -8,22 +8,19 @@ import weakref
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import DatabaseError
 
-from accounts import logins
 from accounts.auth import InvalidToken, authenticate_token_async, query_param
 from biogram import logging as biogram_logging
 from messaging import events, metrics, protocol, selectors, services
 from messaging.errors import (
-    BadRequest,
     Forbidden,
-    MessagingError,
     NotMember,
     RateLimited,
     Unauthorized,
     Unavailable,
 )
 from messaging.realtime import presence
+from messaging.realtime.access import SocketLogin
 from messaging.realtime.access import watch as access_watch
 from messaging.realtime.batching import CallRunner
 from messaging.realtime.flood import FloodGuard
@@ -59,11 +56,6 @@ class ChatConsumer(SocketConsumer):
 
     user_key: str | None = None  # the user's id once authenticated
     started = False
-    # The login this socket belongs to, re-checked whenever the user's access changes:
-    # a token's claims (its `sid`), or, for a page on the session cookie, that session.
-    claims: dict = {}
-    login_id: str | None = None
-    session_key: str | None = None
 
     async def connect(self):
         self.started = True
@@ -74,27 +66,29 @@ class ChatConsumer(SocketConsumer):
         self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
         self.online = False
-        self.connected_at = datetime.now(UTC)
         await self.accept()
         metrics.CONNECTS.inc()
         metrics.OPEN_SOCKETS.inc()
 
         if self.scope.get("auth_error") == "unavailable":
             self.refuse(
-                Unavailable("The server cannot check your token right now."), CLOSE_INTERNAL
+                Unavailable("The server cannot check your token right now."),
+                close_code=CLOSE_INTERNAL,
             )
             return
         if self.scope.get("auth_error") or not getattr(self.user, "is_authenticated", False):
-            self.refuse(Unauthorized("Missing, invalid or expired token."), CLOSE_UNAUTHORIZED)
+            self.refuse(
+                Unauthorized("Missing, invalid or expired token."), close_code=CLOSE_UNAUTHORIZED
+            )
             return
         self.user_key = str(self.user.pk)
-        self.set_login(self.scope.get("token_claims"))
+        self.login = SocketLogin(self.scope)
         self.typing = TypingIndicators(self.user_key)
         self.flood = FloodGuard(self.user_key)
         biogram_logging.bind(user_id=self.user_key, connection_id=self.connection_id)
         claimed = query_param(self.scope, "userId")
         if claimed is not None and claimed != self.user_key:
-            self.refuse(Forbidden("userId is not the token's user."), CLOSE_FORBIDDEN)
+            self.refuse(Forbidden("userId is not the token's user."), close_code=CLOSE_FORBIDDEN)
             return
         limit = settings.WS_MAX_SOCKETS_PER_USER
         try:
@@ -102,7 +96,7 @@ class ChatConsumer(SocketConsumer):
         except presence.TooManySockets:
             self.refuse(
                 RateLimited(f"Too many open connections ({limit}) for this user; close one first."),
-                CLOSE_TOO_MANY_SOCKETS,
+                close_code=CLOSE_TOO_MANY_SOCKETS,
             )
             return
         self.online = True
@@ -118,7 +112,10 @@ class ChatConsumer(SocketConsumer):
             logger.exception("connect failed")
             self.online = False
             await presence.disconnected(self.user_key)
-            self.refuse(Unavailable("The server cannot load your chats right now."), CLOSE_INTERNAL)
+            self.refuse(
+                Unavailable("The server cannot load your chats right now."),
+                close_code=CLOSE_INTERNAL,
+            )
             return
         live_consumers.add(self)
         access_watch.add(self)
@@ -164,53 +161,13 @@ class ChatConsumer(SocketConsumer):
 
     # ------------------------------------------------------------ incoming frames
 
-    async def receive(self, text_data=None, bytes_data=None):
+    def ready_for_frames(self) -> bool:
         if self.closing or self.user_key is None:
-            return
-        if text_data is None:
-            if len(bytes_data or b"") > settings.WS_MAX_FRAME_BYTES:
-                self.close_with(CLOSE_TOO_BIG)
-                return
-            self.send_error(BadRequest("Binary frames are not supported; send JSON text."), None)
-            return
-        if len(text_data) > settings.WS_MAX_FRAME_BYTES or (
-            len(text_data) * 4 > settings.WS_MAX_FRAME_BYTES
-            and len(text_data.encode("utf-8", "surrogatepass")) > settings.WS_MAX_FRAME_BYTES
-        ):
-            self.close_with(CLOSE_TOO_BIG)
-            return
+            return False
         if self.token_expires_at is not None and self.token_expires_at <= datetime.now(UTC):
             self.expire()
-            return
-        try:
-            frame = protocol.parse_frame(text_data)
-        except protocol.FrameError as error:
-            metrics.FRAMES_IN.labels(type="invalid").inc()
-            self.send_error(error, error.ref)
-            return
-        metrics.FRAMES_IN.labels(type=frame.type_name).inc()
-        chat_id = getattr(frame, "chat_id", None)
-        context = None if chat_id is None else biogram_logging.bind(chat_id=str(chat_id))
-        logger.debug("frame %s", frame.type_name)
-        try:
-            await getattr(self, f"on_{frame.type_name}")(frame)
-        except MessagingError as error:
-            self.send_error(error, protocol.frame_ref(frame))
-            if error.closing_reason is not None:
-                self.send_frame(
-                    protocol.closing_frame(user_id=self.user_key, reason=error.closing_reason)
-                )
-            if error.close_code is not None:
-                self.close_with(error.close_code)
-        except DatabaseError:
-            logger.warning("database error on %s frame", frame.type_name, exc_info=True)
-            self.send_error(Unavailable(), protocol.frame_ref(frame))
-        except Exception:
-            logger.exception("unexpected error on %s frame", frame.type_name)
-            self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
-        finally:
-            if context is not None:
-                biogram_logging.socket_context.reset(context)
+            return False
+        return True
 
     async def on_message(self, frame: protocol.SendMessage):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
@@ -274,7 +231,7 @@ class ChatConsumer(SocketConsumer):
         if str(identity.user.pk) != self.user_key:
             raise Unauthorized("The token belongs to another user; the old one stays in force.")
         self.token_expires_at = identity.expires_at
-        self.set_login(identity.claims)
+        self.login.renewed(identity.claims)
         self.schedule_expiry()
         self.send_frame(protocol.auth_frame(token_expires_at=self.token_expires_at))
 
@@ -344,14 +301,6 @@ class ChatConsumer(SocketConsumer):
 
     # ------------------------------------------------------------ access
 
-    def set_login(self, claims: dict | None) -> None:
-        if claims:
-            self.claims = claims
-            self.login_id = claims.get(logins.SID_CLAIM)
-        else:  # the session cookie's user (the built-in page without a token)
-            session = self.scope.get("session")
-            self.session_key = getattr(session, "session_key", None)
-
     def apply_standing(self, standing, live_logins: set[str], live_sessions: set[str]) -> None:
         """What the database says of this socket's user now (access.AccessWatch): close the
         socket of a banned user or an ended login; start or stop receiving chats."""
@@ -360,14 +309,7 @@ class ChatConsumer(SocketConsumer):
         if not standing.active:
             self.end("banned")
             return
-        if self.claims:
-            live = logins.token_is_live(self.claims, standing.logins_ended_at, live_logins)
-        else:
-            ended = standing.logins_ended_at
-            live = self.session_key in live_sessions and (
-                ended is None or ended < self.connected_at
-            )
-        if not live:
+        if not self.login.live(standing, live_logins, live_sessions):
             self.end("logged_out")
             return
         for chat_id in standing.chat_ids - self.chat_ids:
@@ -379,8 +321,11 @@ class ChatConsumer(SocketConsumer):
         """`disconnect` with `reason`, then close 4001 (banned, logged out, token expired)."""
         if self.closing:
             return
-        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason=reason))
+        self.say_goodbye(reason)
         self.close_with(CLOSE_UNAUTHORIZED)
+
+    def say_goodbye(self, reason: str) -> None:
+        self.send_frame(protocol.closing_frame(user_id=self.user_key, reason=reason))
 
     async def tell_who_is_online(self, chat_id: str) -> None:
         """A new chat may bring new co-members: `connect` for each of its members online now
@@ -402,16 +347,6 @@ class ChatConsumer(SocketConsumer):
             self.send_frame(protocol.closing_frame(user_id=self.user_key, reason="server_shutdown"))
         self.close_with(CLOSE_GOING_AWAY)
         await self.outbox.flushed()
-
-    def send_error(self, error: MessagingError, ref) -> None:
-        metrics.ERRORS.labels(code=error.code).inc()
-        self.send_frame(
-            protocol.error_frame(code=error.code, message=error.message, ref=ref, **error.extra)
-        )
-
-    def refuse(self, error: MessagingError, code: int) -> None:
-        self.send_error(error, None)
-        self.close_with(code)
 
     def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.ensure_future(coroutine)

@@ -13,8 +13,12 @@ What it replaces from Channels, and why (docs/benchmarks.md has the numbers):
   (out of order, unbounded), so they are refused here: use `send_frame` and
   `close_with`.
 
-Subclasses implement `connect`, `disconnect(code)`, `receive(text, bytes)` and
-`on_event(event)`.
+It also reads the protocol's frames: the size limit (1009), one parse
+(`protocol.parse_frame`), a handler per frame type (`on_<type>`), and the
+`error` frame for every refusal a handler raises (`MessagingError`), so a
+subclass's handlers hold only what the frame means. Subclasses implement
+`connect`, `disconnect(code)`, `on_event(event)` and their `on_<type>`
+handlers.
 """
 
 import asyncio
@@ -24,12 +28,16 @@ from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 
+from biogram import logging as biogram_logging
 from messaging import metrics, protocol
+from messaging.errors import BadRequest, MessagingError, Unavailable
 from messaging.realtime.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
+CLOSE_TOO_BIG = 1009
 CLOSE_SLOW_CLIENT = 4009  # counted in metrics and logs; the client sees 1006 (no close frame)
 
 
@@ -77,11 +85,74 @@ class SocketConsumer(AsyncConsumer):
     async def disconnect(self, code: int) -> None:
         raise NotImplementedError
 
-    async def receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
-        raise NotImplementedError
-
     def on_event(self, event: dict) -> None:
         """Every channel-layer event for this connection, in order, synchronously."""
+        raise NotImplementedError
+
+    def ready_for_frames(self) -> bool:
+        """Whether frames are read now (False before authentication, after a refusal)."""
+        return not self.closing
+
+    # ------------------------------------------------------------ reading frames
+
+    async def receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if not self.ready_for_frames():
+            return
+        limit = settings.WS_MAX_FRAME_BYTES
+        if text_data is None:
+            if len(bytes_data or b"") > limit:
+                self.close_with(CLOSE_TOO_BIG)
+            else:
+                self.send_error(
+                    BadRequest("Binary frames are not supported; send JSON text."), None
+                )
+            return
+        if len(text_data) > limit or (
+            len(text_data) * 4 > limit and len(text_data.encode("utf-8", "surrogatepass")) > limit
+        ):
+            self.close_with(CLOSE_TOO_BIG)
+            return
+        try:
+            frame = protocol.parse_frame(text_data)
+        except protocol.FrameError as error:
+            metrics.FRAMES_IN.labels(type="invalid").inc()
+            self.send_error(error, error.ref)
+            return
+        metrics.FRAMES_IN.labels(type=frame.type_name).inc()
+        chat_id = getattr(frame, "chat_id", None)
+        context = None if chat_id is None else biogram_logging.bind(chat_id=str(chat_id))
+        log = logging.getLogger(type(self).__module__)
+        log.debug("frame %s", frame.type_name)
+        try:
+            await getattr(self, f"on_{frame.type_name}")(frame)
+        except MessagingError as error:
+            self.refuse(error, protocol.frame_ref(frame))
+        except DatabaseError:
+            log.warning("database error on %s frame", frame.type_name, exc_info=True)
+            self.send_error(Unavailable(), protocol.frame_ref(frame))
+        except Exception:
+            log.exception("unexpected error on %s frame", frame.type_name)
+            self.send_error(Unavailable("Internal error; try again."), protocol.frame_ref(frame))
+        finally:
+            if context is not None:
+                biogram_logging.socket_context.reset(context)
+
+    def send_error(self, error: MessagingError, ref) -> None:
+        metrics.ERRORS.labels(code=error.code).inc()
+        self.send_frame(
+            protocol.error_frame(code=error.code, message=error.message, ref=ref, **error.extra)
+        )
+
+    def refuse(self, error: MessagingError, ref=None, *, close_code: int | None = None) -> None:
+        """The `error` frame; then, for an error that ends the socket, `disconnect` and the close."""
+        self.send_error(error, ref)
+        if error.closing_reason is not None:
+            self.say_goodbye(error.closing_reason)
+        if close_code or error.close_code:
+            self.close_with(close_code or error.close_code)
+
+    def say_goodbye(self, reason: str) -> None:
+        """`disconnect` with the reason the server is about to close this socket."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ writing
