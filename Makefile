@@ -29,6 +29,7 @@ install-dev: $(VENV)/.installed-dev
 
 ## run: install, migrate, and serve HTTP + WebSocket on $HOST:$PORT with uvicorn.
 run: install
+	@$(PY) manage.py preflight
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput -v0
 	exec $(PY) manage.py serve --host $(HOST) --port $(PORT)

@@ -269,12 +269,18 @@ def database_url_of(settings_dict) -> str:
 
 
 class LiveServer:
-    """A `manage.py serve` process on a free port, sharing the test database."""
+    """A `manage.py serve` process on a free port, sharing the test database (`runserver=True`:
+    Django's development server on daphne instead, as `make dev` runs it)."""
 
-    def __init__(self, env_overrides=None):
+    def __init__(self, env_overrides=None, *, runserver: bool = False):
         from django.db import connection
 
         self.port = free_port()
+        self.command = (
+            ["manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"]
+            if runserver
+            else ["manage.py", "serve"]
+        )
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url_of(connection.settings_dict),
@@ -299,7 +305,7 @@ class LiveServer:
     def start(self, timeout: float = 20):
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"],
+            [sys.executable, *self.command],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,

@@ -67,7 +67,7 @@ def _active_users(user_ids: list) -> list:
     """The active users with these ids (None where there is none), in one plain query: a burst of
     handshakes runs it per batch, and the ORM's per-query cost was most of the batch's time."""
     user_model = get_user_model()
-    pks = {pk for pk in map(_as_pk, user_ids) if isinstance(pk, int)}
+    pks = {pk for pk in map(_as_pk, user_ids) if isinstance(pk, int) and 0 < pk < 2**63}
     found = {}
     if pks:
         fields = [user_model._meta.get_field(name) for name in _SOCKET_USER_FIELDS]

@@ -30,6 +30,17 @@ def bind(**fields) -> contextvars.Token:
     return socket_context.set({**(socket_context.get() or {}), **fields})
 
 
+def process_task(loop, coroutine, *, name: str | None = None):
+    """A task of the process (a Redis link, a batch runner), not of the socket whose handling
+    happened to start it: it runs in a fresh context, so its log lines carry no socket's ids."""
+    return loop.create_task(coroutine, name=name, context=contextvars.Context())
+
+
+def process_timer(loop, delay: float, callback, *args):
+    """`loop.call_later` for the process's own work, outside any socket's log context."""
+    return loop.call_later(delay, callback, *args, context=contextvars.Context())
+
+
 class SocketContext(logging.Filter):
     """Puts the socket's ids on every record logged in its context (JSON fields, or a
     ` [user_id=… connection_id=… chat_id=…]` suffix in text logs)."""

@@ -12,7 +12,6 @@ per process, whatever the number of sockets.
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from accounts import logins
+from biogram.logging import process_task
 from messaging.models import AccessChange, Membership
 from messaging.realtime.batching import CallRunner
 
@@ -118,10 +118,7 @@ class AccessWatch:
         self.sockets.setdefault(consumer.user_key, set()).add(consumer)
         if self.task is None or self.task.done():
             loop = asyncio.get_running_loop()
-            # A task of the process, not of this socket: no socket's log context.
-            self.task = loop.create_task(
-                self._watch(), name="access-watch", context=contextvars.Context()
-            )
+            self.task = process_task(loop, self._watch(), name="access-watch")
 
     def discard(self, consumer) -> None:
         sockets = self.sockets.get(consumer.user_key)

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connections
 
+from biogram.logging import process_task
+
 logger = logging.getLogger(__name__)
 
 _runners: "weakref.WeakSet[BatchRunner]" = weakref.WeakSet()
@@ -59,7 +61,7 @@ class BatchRunner:
         self.loop = loop
         self.pending = []
         self.wakeup = asyncio.Event()
-        self.task = loop.create_task(self._run(), name=self.name)
+        self.task = process_task(loop, self._run(), name=self.name)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,9 +1,10 @@
-"""The WebSocket handshake's Origin check: own hosts and the allow-list pass, others get 403."""
+"""The WebSocket handshake's checks: the Host must be one of ALLOWED_HOSTS (as for HTTP), and the
+Origin one of our own hosts or on the allow-list; anything else gets HTTP 403 before any frame."""
 
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 
 def origin_allowed(origin: str | None) -> bool:
@@ -28,8 +29,21 @@ def origin_allowed(origin: str | None) -> bool:
     return validate_host(hostname, settings.ALLOWED_HOSTS)
 
 
+def host_allowed(host: str | None) -> bool:
+    """The Host header names one of ALLOWED_HOSTS, as Django requires of HTTP requests.
+
+    No Host at all passes: HTTP/1.1 clients always send one (the servers refuse a
+    handshake without it); only in-process test communicators leave it out.
+    """
+    if host is None:
+        return True
+    domain, _ = split_domain_port(host.strip())
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
 class OriginValidator:
-    """Refuses the handshake (HTTP 403) of a socket from a foreign or `null` origin.
+    """Refuses the handshake (HTTP 403) of a socket with a Host not in ALLOWED_HOSTS, or from a
+    foreign or `null` origin.
 
     Channels' AllowedHostsOriginValidator also refuses a missing Origin, which
     would lock out every non-browser client; this one lets those through.
@@ -40,12 +54,11 @@ class OriginValidator:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
-            origin = None
+            headers = {}
             for name, value in scope.get("headers", []):
-                if name == b"origin":
-                    origin = value.decode("latin-1")
-                    break
-            if not origin_allowed(origin):
+                if name in (b"origin", b"host") and name not in headers:
+                    headers[name] = value.decode("latin-1")
+            if not host_allowed(headers.get(b"host")) or not origin_allowed(headers.get(b"origin")):
                 await receive()  # websocket.connect
                 await send({"type": "websocket.close", "code": 4003})
                 return

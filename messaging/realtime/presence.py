@@ -22,6 +22,7 @@ from collections import Counter
 
 from django.conf import settings
 
+from biogram.logging import process_task
 from messaging import events
 from messaging.realtime.loaders import connection_state
 from messaging.realtime.redis_bridge import raise_if_cancelled, redis_client, redis_outage
@@ -105,7 +106,7 @@ class RedisPresence:
             self.loop = loop
             self.live_cache = None
             self.client = redis_client(self.url)
-            self.heart = loop.create_task(self._beat())
+            self.heart = process_task(loop, self._beat(), name="presence-heartbeat")
         return self.client
 
     def _user(self, user_id: str) -> str:

@@ -9,12 +9,14 @@ per retry.
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable
 
 import orjson
 
+from biogram.logging import process_task
 from messaging import metrics
 
 logger = logging.getLogger(__name__)
@@ -51,15 +53,22 @@ class Outage:
         self.name = name
         self.down = False
 
+    # The outage is the process's, whichever socket's call noticed it: logged outside that
+    # socket's log context (contextvars.Context() is empty).
     def failed(self, error: Exception) -> None:
         if not self.down:
             self.down = True
-            logger.warning("%s is unreachable (%s); retrying until it is back", self.name, error)
+            contextvars.Context().run(
+                logger.warning,
+                "%s is unreachable (%s); retrying until it is back",
+                self.name,
+                error,
+            )
 
     def recovered(self) -> None:
         if self.down:
             self.down = False
-            logger.warning("%s is reachable again", self.name)
+            contextvars.Context().run(logger.warning, "%s is reachable again", self.name)
 
 
 redis_outage = Outage("Redis (REDIS_URL)")
@@ -103,7 +112,7 @@ class RedisPublisher:
         data = orjson.dumps({"o": self.origin, **payload})
         self.outgoing.append((f"{self.prefix}:{name}", data))
         if self.task is None:
-            self.task = self.loop.create_task(self._publish_queued())
+            self.task = process_task(self.loop, self._publish_queued(), name="redis-publisher")
 
     async def flushed(self) -> None:
         """Wait until everything queued so far has been published (or given up on)."""
@@ -161,7 +170,7 @@ class RedisSubscriber:
         self.wanted: set[str] = set(channels)
         self.pubsub = None
         self.ready = asyncio.Event()
-        self.task: asyncio.Task = loop.create_task(self._listen())
+        self.task: asyncio.Task = process_task(loop, self._listen(), name="redis-subscriber")
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -179,7 +188,7 @@ class RedisSubscriber:
     def unsubscribe(self, name: str) -> None:
         self.wanted.discard(name)
         if self.pubsub is not None and self.ready.is_set():
-            self.loop.create_task(self._unsubscribe(name))
+            process_task(self.loop, self._unsubscribe(name))
 
     async def _unsubscribe(self, name: str) -> None:
         with contextlib.suppress(Exception):

@@ -16,6 +16,7 @@ was on its way), so nothing arrives twice.
 import asyncio
 import logging
 
+from biogram.logging import process_task, process_timer
 from messaging import events, selectors
 from messaging.realtime.batching import BatchRunner
 
@@ -69,7 +70,7 @@ class Sequencer:
             order.held[seq] = (group, event)
             if order.timer is None and not order.filling:
                 loop = asyncio.get_running_loop()
-                order.timer = loop.call_later(GAP_WAIT, self._fill_gap, group, event["chat_id"])
+                order.timer = process_timer(loop, GAP_WAIT, self._fill_gap, group, event["chat_id"])
             return
         self.deliver(group, event)
         order.expected = seq + 1
@@ -93,7 +94,10 @@ class Sequencer:
             return
         order.filling = True
         upto = min(order.held) - 1
-        task = asyncio.ensure_future(self._fill(group, chat_id, order, order.expected - 1, upto))
+        task = process_task(
+            asyncio.get_running_loop(),
+            self._fill(group, chat_id, order, order.expected - 1, upto),
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -118,8 +122,8 @@ class Sequencer:
             order.expected = min(order.held)
         self._release(order)
         if order.held and order.timer is None:
-            order.timer = asyncio.get_running_loop().call_later(
-                GAP_WAIT, self._fill_gap, group, chat_id
+            order.timer = process_timer(
+                asyncio.get_running_loop(), GAP_WAIT, self._fill_gap, group, chat_id
             )
 
 

@@ -33,6 +33,7 @@ from django.db import DatabaseError
 from biogram import logging as biogram_logging
 from messaging import metrics, protocol
 from messaging.errors import BadRequest, MessagingError, Unavailable
+from messaging.realtime import daphne_compat
 from messaging.realtime.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SocketConsumer(AsyncConsumer):
     """One WebSocket connection: reads ASGI events, writes through a bounded outbox."""
 
     async def __call__(self, scope, receive, send):
+        daphne_compat.install_if_daphne()
         self.scope = scope
         self.base_send = send
         self.outbox = Outbox(send, limit=settings.WS_OUTBOX_LIMIT, on_overflow=self._overflowed)

@@ -141,3 +141,19 @@ def test_a_message_built_for_a_stored_row_equals_the_row_read_back(user, chat):
     assert created
     for field in Message._meta.concrete_fields:
         assert getattr(built, field.attname) == getattr(loaded, field.attname), field.name
+
+
+def test_daphne_still_closes_through_autobahn_as_the_dev_server_shim_expects():
+    """messaging/realtime/daphne_compat.py replaces daphne's `serverClose` and writes refused
+    codes with autobahn's `sendCloseFrame(code=…, isReply=…)`."""
+    import inspect
+
+    from autobahn.websocket.protocol import WebSocketProtocol as Autobahn
+    from daphne.ws_protocol import WebSocketProtocol as Daphne
+
+    assert "code" in inspect.signature(Daphne.serverClose).parameters, (
+        "daphne's WebSocketProtocol.serverClose changed: revisit messaging/realtime/daphne_compat.py"
+    )
+    assert {"code", "isReply"} <= set(inspect.signature(Autobahn.sendCloseFrame).parameters), (
+        "autobahn's sendCloseFrame changed: revisit messaging/realtime/daphne_compat.py"
+    )

@@ -1,6 +1,7 @@
 """`manage.py serve`: the production server, uvicorn, configured for the chat protocol."""
 
 import os
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -15,6 +16,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, **options):
         import uvicorn
+
+        from biogram import preflight
+
+        if not preflight.run():
+            sys.exit(1)
 
         from messaging.realtime.server import ChatServer
 
