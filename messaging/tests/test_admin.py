@@ -135,7 +135,10 @@ async def test_deleting_a_message_in_the_admin_sends_delete_to_members_sockets(
     shown = await db_call(run_action)(moderator_client, "delete_messages", message)
 
     assert shown == ["1 message(s) deleted."]
-    expected = {"type": "delete", "data": {"chatId": str(chat.pk), "messageId": str(message.pk)}}
+    expected = {
+        "type": "delete",
+        "data": {"chatId": str(chat.pk), "messageId": str(message.pk), "seq": "1", "rev": "2"},
+    }
     for client in (alice, alice_phone, bob):
         assert await client.receive_type("delete") == expected
     assert await mallory.nothing()

@@ -20,6 +20,10 @@ MESSAGE_KEYS = {
     "clientMessageId",
     "createdAt",
     "deleted",
+    "rev",
+    "editedAt",
+    "replyTo",
+    "reactions",
 }
 
 
@@ -219,14 +223,15 @@ def test_chat_list_shows_members_last_message_unread_count_and_read_position(
     assert entry["title"] == ""
     assert TIME.match(entry["createdAt"])
     assert sorted(entry["members"], key=lambda m: m["username"]) == [
-        {"id": str(user.pk), "username": "alice", "lastReadSeq": "1"},
-        {"id": str(other_user.pk), "username": "bob", "lastReadSeq": "0"},
+        {"id": str(user.pk), "username": "alice", "lastReadSeq": "1", "lastDeliveredSeq": "1"},
+        {"id": str(other_user.pk), "username": "bob", "lastReadSeq": "0", "lastDeliveredSeq": "0"},
     ]
     assert entry["lastMessage"]["id"] == str(last.pk)
     assert entry["lastMessage"]["text"] == "four"
     assert entry["lastMessage"]["seq"] == "4"
     assert entry["unreadCount"] == 2
     assert entry["lastReadSeq"] == "1"
+    assert entry["rev"] == "4"
 
 
 def test_unread_count_leaves_out_the_callers_own_messages(api_client, user, other_user, chat):
@@ -581,6 +586,10 @@ def test_history_message_is_the_protocol_message_object(api_client, user, other_
         "clientMessageId": "b8a3",
         "createdAt": message["createdAt"],
         "deleted": False,
+        "rev": "1",
+        "editedAt": None,
+        "replyTo": None,
+        "reactions": [],
     }
     assert TIME.match(message["createdAt"])
 
@@ -939,7 +948,12 @@ REST_PATHS = {
     "/api/chats/{chat_id}/members/",
     "/api/chats/{chat_id}/members/{user_id}/",
     "/api/chats/{chat_id}/messages/",
+    "/api/chats/{chat_id}/messages/{message_id}/",
+    "/api/chats/{chat_id}/messages/{message_id}/edits/",
+    "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}/",
+    "/api/chats/{chat_id}/changes/",
     "/api/chats/{chat_id}/read/",
+    "/api/chats/{chat_id}/delivered/",
 }
 
 

@@ -122,7 +122,7 @@ def test_message_instance_needs_every_field_of_the_message_model():
     """storage.message_instance skips Model.__init__: a field added to Message must be given."""
     every = {name: None for name in storage.MESSAGE_FIELDS}
 
-    assert storage.MESSAGE_FIELDS == {f.attname for f in Message._meta.concrete_fields}
+    assert {f.attname for f in Message._meta.concrete_fields} == storage.MESSAGE_FIELDS
     storage.message_instance(**every)
     with pytest.raises(TypeError, match="missing \\['deleted_at'\\]"):
         storage.message_instance(**{k: v for k, v in every.items() if k != "deleted_at"})
