@@ -77,6 +77,14 @@ AUTHENTICATED_ENDPOINTS = [
     ("get", "/api/chats/{chat}/messages/"),
     ("post", "/api/chats/{chat}/messages/"),
     ("post", "/api/chats/{chat}/read/"),
+    ("get", "/api/chats/{chat}/messages/1/"),
+    ("patch", "/api/chats/{chat}/messages/1/"),
+    ("delete", "/api/chats/{chat}/messages/1/"),
+    ("get", "/api/chats/{chat}/messages/1/edits/"),
+    ("put", "/api/chats/{chat}/messages/1/reactions/%F0%9F%91%8D/"),
+    ("delete", "/api/chats/{chat}/messages/1/reactions/%F0%9F%91%8D/"),
+    ("get", "/api/chats/{chat}/changes/"),
+    ("post", "/api/chats/{chat}/delivered/"),
 ]
 
 
@@ -121,11 +129,25 @@ NON_MEMBER_REQUESTS = [
     ("post", "/api/chats/{chat}/members/", {"userId": "{outsider}"}),
     ("delete", "/api/chats/{chat}/members/{outsider}/", None),
     ("delete", "/api/chats/{chat}/members/{member}/", None),
+    ("get", "/api/chats/{chat}/messages/{message}/", None),
+    ("patch", "/api/chats/{chat}/messages/{message}/", {"text": "mine"}),
+    ("delete", "/api/chats/{chat}/messages/{message}/", None),
+    ("get", "/api/chats/{chat}/messages/{message}/edits/", None),
+    ("put", "/api/chats/{chat}/messages/{message}/reactions/%F0%9F%91%8D/", None),
+    ("delete", "/api/chats/{chat}/messages/{message}/reactions/%F0%9F%91%8D/", None),
+    ("get", "/api/chats/{chat}/changes/", None),
+    ("post", "/api/chats/{chat}/delivered/", {"seq": "1"}),
 ]
 
 
 def test_non_member_gets_404_for_everything_about_a_chat(api_client, user, outsider, group_chat):
-    names = {"chat": group_chat.pk, "outsider": outsider.pk, "member": user.pk}
+    message = send(group_chat, user, "private")
+    names = {
+        "chat": group_chat.pk,
+        "outsider": outsider.pk,
+        "member": user.pk,
+        "message": message.pk,
+    }
     client = api_client.as_user(outsider)
 
     answers = {
@@ -141,7 +163,7 @@ def test_non_member_gets_404_for_everything_about_a_chat(api_client, user, outsi
 
     assert answers == dict.fromkeys(answers, (404, "not_member"))
     assert Membership.objects.filter(chat=group_chat).count() == 3
-    assert not Message.objects.exists()
+    assert list(Message.objects.values_list("text", "rev", "deleted_at")) == [("private", 1, None)]
 
 
 def test_missing_chat_answers_like_a_chat_of_others(api_client, outsider, group_chat):
