@@ -64,6 +64,7 @@ class ChatConsumer(SocketConsumer):
         self.connection_id = next(_connection_ids)
         self.chat_ids: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.delivered: dict[int, int] = {}  # chat id -> the highest seq reported as delivered
         self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
         self.online = False
@@ -236,9 +237,12 @@ class ChatConsumer(SocketConsumer):
             self.send_frame(outcome.frame)
 
     async def on_delivered(self, frame: protocol.Delivered):
-        await socket_db.call(
+        if frame.seq <= self.delivered.get(frame.chat_id, -1):
+            return  # this connection reported as much already: the position cannot move
+        position, _ = await socket_db.call(
             services.mark_delivered, user=self.user, chat_id=frame.chat_id, seq=frame.seq
         )
+        self.delivered[frame.chat_id] = position
 
     async def on_typing(self, frame: protocol.Typing):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
