@@ -119,7 +119,10 @@ function upsertChat(chat) {
   chats.set(chat.id, chat);
   const seq = chat.lastMessage ? chat.lastMessage.seq : 0;
   if (chat.id !== openChatId) client.track(chat.id, seq, chat.rev);
-  if (chat.lastMessage) client.delivered(chat.id, seq); // shown in the chat list
+  const self = chat.members.find((m) => m.id === me);
+  if (chat.lastMessage && (!self || Number(self.lastDeliveredSeq || 0) < Number(seq))) {
+    client.delivered(chat.id, seq); // shown in the chat list, and not yet reported
+  }
   return chat;
 }
 
