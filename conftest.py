@@ -20,7 +20,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from messaging import ratelimit
+from messaging import delivered, ratelimit
 from messaging.realtime import presence
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -145,12 +145,15 @@ def _fast_password_hasher(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_process_state():
-    """Presence counts and rate-limit buckets live in the process: start each test clean."""
+    """Presence counts, rate-limit buckets and delivered announcements live in the process:
+    start each test clean."""
     presence.reset()
     ratelimit.reset()
+    delivered.reset()
     yield
     presence.reset()
     ratelimit.reset()
+    delivered.reset()
 
 
 class Client:

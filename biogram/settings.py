@@ -178,6 +178,10 @@ RATE_LIMIT_STRIKES = env_int("RATE_LIMIT_STRIKES", 50)
 TYPING_TIMEOUT_MS = env_int("TYPING_TIMEOUT_MS", 3000)
 TYPING_COALESCE_MS = env_int("TYPING_COALESCE_MS", 1000)
 SYNC_MAX_PER_CHAT = env_int("SYNC_MAX_PER_CHAT", 500)
+# How long after sending a message its author may edit it, in seconds; 0: no limit.
+MESSAGE_EDIT_WINDOW_SECONDS = env_int("MESSAGE_EDIT_WINDOW_SECONDS", 0)
+# A member's delivered position is announced at most this often per chat.
+DELIVERED_ANNOUNCE_INTERVAL_MS = env_int("DELIVERED_ANNOUNCE_INTERVAL_MS", 1000)
 WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 20.0)
 WS_PING_TIMEOUT = env_float("WS_PING_TIMEOUT", 20.0)
 # Frames waiting for a socket whose client does not read; past this it is closed (4009).

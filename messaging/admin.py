@@ -4,9 +4,11 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils.html import format_html, format_html_join
 
 from messaging import services
-from messaging.models import Chat, Membership, Message, ReadReceipt
+from messaging.errors import MessagingError
+from messaging.models import Chat, Membership, Message, MessageEdit, Reaction, ReadReceipt
 
 
 class ModerationAdmin(admin.ModelAdmin):
@@ -60,7 +62,14 @@ class ChatAdmin(admin.ModelAdmin):
     list_display = ["id", "__str__", "is_direct", "member_count", "message_count", "created_at"]
     list_filter = ["is_direct", "created_at"]
     search_fields = ["title"]
-    readonly_fields = ["is_direct", "created_by", "created_at", "last_seq", "last_message_at"]
+    readonly_fields = [
+        "is_direct",
+        "created_by",
+        "created_at",
+        "last_seq",
+        "last_rev",
+        "last_message_at",
+    ]
     fields = ["title", *readonly_fields]
     inlines = [MembershipInline]
 
@@ -115,18 +124,53 @@ class MessageAdmin(ModerationAdmin):
     readonly_fields = [
         "chat",
         "seq",
+        "rev",
         "sender",
         "text",
         "client_message_id",
+        "reply_to",
         "created_at",
+        "edited_at",
+        "edit_history",
+        "reactions",
         "deleted_at",
         "deleted_by",
+        "deleted_by_author",
     ]
     actions = ["delete_messages", "restore_messages"]
 
     @admin.display(description="text")
     def short_text(self, message):
         return message.text if len(message.text) <= 80 else message.text[:77] + "…"
+
+    @admin.display(description="edit history")
+    def edit_history(self, message):
+        """Every earlier text with the time it was set, oldest first (kept after a deletion)."""
+        earlier = MessageEdit.objects.filter(message=message).order_by("id")
+        if not earlier:
+            return "Never edited."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((edit.edited_at, edit.text) for edit in earlier),
+        )
+        return format_html(
+            '<table class="edit-history"><tr><th>set at</th><th>text</th></tr>{}</table>', rows
+        )
+
+    @admin.display(description="reactions")
+    def reactions(self, message):
+        """Each emoji with who reacted, in order of first use (a deletion removes them)."""
+        by_emoji: dict[str, list[str]] = {}
+        for reaction in Reaction.objects.filter(message=message).select_related("user"):
+            by_emoji.setdefault(reaction.emoji, []).append(reaction.user.username)
+        if not by_emoji:
+            return "None."
+        return format_html_join(
+            "",
+            '<p class="reaction">{} {}</p>',
+            ((emoji, ", ".join(names)) for emoji, names in by_emoji.items()),
+        )
 
     @admin.display(description="deleted", boolean=True, ordering="deleted_at")
     def is_deleted(self, message):
@@ -144,14 +188,27 @@ class MessageAdmin(ModerationAdmin):
                 count += 1
         self.message_user(request, f"{count} message(s) deleted.", messages.SUCCESS)
 
-    @admin.action(description="Restore selected messages", permissions=["moderate"])
+    @admin.action(
+        description="Restore selected messages deleted by a moderator", permissions=["moderate"]
+    )
     def restore_messages(self, request, queryset):
-        count = 0
+        count, final = 0, 0
         for message in queryset:
-            if services.restore_message(message=message):
+            try:
+                restored = services.restore_message(message=message, moderator=request.user)
+            except MessagingError:
+                final += 1  # its author deleted it: that is final
+                continue
+            if restored:
                 self.log_change(request, message, "Restored by a moderator.")
                 count += 1
         self.message_user(request, f"{count} message(s) restored.", messages.SUCCESS)
+        if final:
+            self.message_user(
+                request,
+                f"{final} message(s) were deleted by their authors and cannot be restored.",
+                messages.WARNING,
+            )
 
 
 @admin.register(Membership)
@@ -200,6 +257,6 @@ class MembershipAdmin(ModerationAdmin):
 
 @admin.register(ReadReceipt)
 class ReadReceiptAdmin(ModerationAdmin):
-    list_display = ["id", "chat", "user", "seq", "read_at"]
+    list_display = ["id", "chat", "user", "seq", "read_at", "delivered_seq"]
     list_select_related = ["chat", "user"]
     search_fields = ["user__username"]

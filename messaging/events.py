@@ -1,7 +1,7 @@
 """Chat events: group names, the event shapes, and `publish`, the one entry that sends them.
 
-Every live announcement of the project (a stored message, a read receipt, a
-deletion, a membership change, a ban, typing, presence) leaves through
+Every live announcement of the project (a stored message, a change of one, a
+read or delivered position, a membership change, a ban, typing, presence) leaves through
 `publish` or `publish_many`, from whatever thread: a socket's event loop, the
 batching writer's thread, a REST request, the admin, a management command.
 Writes announce only after their commit (`on_commit`). Nothing here waits on
@@ -58,16 +58,22 @@ def on_commit(function, *args) -> None:
 # ---------------------------------------------------------------- event shapes
 
 
-def chat_frame_event(chat_id, frame: dict, *, sender_id=None, seq=None, skip_user=None) -> dict:
+def chat_frame_event(
+    chat_id, frame: dict, *, sender_id=None, seq=None, rev=None, skip_user=None
+) -> dict:
     """The group event that carries an encoded frame to a chat's members (encoded once).
 
-    `skip_user`: a user whose connections do not get it (the typist of a typing frame).
+    `rev`: the chat log's revision the frame announces (a new message, an update, a
+    deletion); members receive these in rev order (`realtime/sequencer.py`). `seq`: a new
+    message's. `skip_user`: a user whose connections do not get it (the typist of a
+    typing frame).
     """
     event = {
         "type": "chat.frame",
         "chat_id": str(chat_id),
         "sender_id": None if sender_id is None else str(sender_id),
         "seq": seq,
+        "rev": rev,
         "text": protocol.encode(frame),
     }
     if skip_user is not None:
@@ -86,9 +92,15 @@ def message_event(message) -> dict:
         protocol.message_frame(message),
         sender_id=message.sender_id,
         seq=message.seq,
+        rev=message.rev,
     )
     event["stored_at"] = time.time()  # for the fan-out latency histogram
     return event
+
+
+def change_event(message) -> dict:
+    """An existing message's current state as its change (`update` or `delete`), under its rev."""
+    return chat_frame_event(message.chat_id, protocol.change_frame(message), rev=message.rev)
 
 
 # ---------------------------------------------------------------- announcements
@@ -105,9 +117,15 @@ def broadcast_read(receipt) -> None:
     )
 
 
-def broadcast_delete(message) -> None:
-    frame = protocol.delete_frame(chat_id=message.chat_id, message_id=message.pk)
-    publish(chat_group(message.chat_id), chat_frame_event(message.chat_id, frame))
+def broadcast_changes(outcomes) -> None:
+    """Changes of existing messages (`services.Outcome`), in the order given (rev order per
+    chat), each as its frame was when it was made."""
+    publish_many(
+        [
+            (chat_group(o.message.chat_id), chat_frame_event(o.message.chat_id, o.frame, rev=o.rev))
+            for o in outcomes
+        ]
+    )
 
 
 def broadcast_presence(user_id, co_member_ids, *, online: bool) -> None:

@@ -1,4 +1,4 @@
-"""Chats, their members, their messages and read positions, with the constraints that keep them whole."""
+"""Chats, their members, their messages, edits, reactions and read positions, with the constraints that keep them whole."""
 
 from django.conf import settings
 from django.db import models
@@ -22,6 +22,9 @@ class Chat(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # The seq of the newest message; send_message increments it under the row lock.
     last_seq = models.BigIntegerField(default=0)
+    # The rev of the chat's latest change (a new message, an edit, a deletion, a restore, a
+    # reaction); every change increments it under the same row lock, in its own transaction.
+    last_rev = models.BigIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True)
 
     objects = ChatQuerySet.as_manager()
@@ -57,9 +60,24 @@ class Membership(models.Model):
         return f"{self.user} in {self.chat}"
 
 
+class MessageQuerySet(models.QuerySet):
+    def framed(self):
+        """Messages with what their protocol object needs besides their row: the seq of the
+        message each answers (`reply_to_seq`) and their reactions (`reaction_rows`, by id)."""
+        return self.annotate(reply_to_seq=models.F("reply_to__seq")).prefetch_related(
+            models.Prefetch(
+                "reactions",
+                queryset=Reaction.objects.order_by("id").only("message", "emoji", "user"),
+                to_attr="reaction_rows",
+            )
+        )
+
+
 class Message(models.Model):
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")
     seq = models.BigIntegerField()
+    # The chat's rev at this message's latest change: it moves, so it is indexed, not unique.
+    rev = models.BigIntegerField()
     sender = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="messages"
     )
@@ -70,8 +88,19 @@ class Message(models.Model):
     deleted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Deleted by its author (final), not by a moderator (who may restore it).
+    deleted_by_author = models.BooleanField(default=False)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # The message this one answers, in the same chat (the service checks); a deleted original
+    # stays referenced.
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
+        indexes = [models.Index(fields=["chat", "rev"], name="message_chat_rev")]
         constraints = [
             # Also the index that history and sync read by.
             models.UniqueConstraint(fields=["chat", "seq"], name="message_unique_chat_seq"),
@@ -92,6 +121,43 @@ class Message(models.Model):
         return self.deleted_at is not None
 
 
+class MessageEdit(models.Model):
+    """A text a message had before an edit replaced it."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    text = models.TextField()
+    # When this text was set: the message's creation for the original, else the edit before.
+    edited_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self):
+        return f"earlier text of {self.message}"
+
+
+class Reaction(models.Model):
+    """One member's emoji on a message; a message's emoji come in order of first use (by id)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "user", "emoji"], name="reaction_unique_message_user_emoji"
+            )
+        ]
+        ordering = ["message", "id"]
+
+    def __str__(self):
+        return f"{self.emoji} by {self.user_id} on {self.message}"
+
+
 class ReadReceipt(models.Model):
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="read_receipts")
     user = models.ForeignKey(
@@ -100,6 +166,8 @@ class ReadReceipt(models.Model):
     message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
     seq = models.BigIntegerField(default=0)
     read_at = models.DateTimeField(null=True, blank=True)
+    # Up to which seq one of the member's devices holds the chat; never behind `seq`.
+    delivered_seq = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -1,5 +1,6 @@
 """The wire protocol (docs/protocol.md): incoming frames parsed into typed values, and the one builder of each outgoing frame."""
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -11,6 +12,9 @@ from messaging.errors import BadRequest, MessagingError, TooLarge
 
 CLIENT_MESSAGE_ID_MAX = 64
 SYNC_MAX_CHATS = 1000
+EMOJI_MAX_BYTES = 64
+EMOJI_MAX_PER_MESSAGE = 20
+ZERO_WIDTH_JOINER = "\u200d"
 _ID_MAX = 2**63 - 1
 
 
@@ -56,6 +60,38 @@ class SendMessage:
     text: str
     client_message_id: str | None
     sender_id: str | None
+    reply_to: int | None = None  # 0 stands for an id that names no message
+
+
+@dataclass(frozen=True)
+class Edit:
+    type_name: ClassVar[str] = "edit"
+    chat_id: int
+    message_id: int  # 0 stands for an id that names no message
+    text: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    type_name: ClassVar[str] = "delete"
+    chat_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class React:
+    type_name: ClassVar[str] = "react"
+    chat_id: int
+    message_id: int
+    emoji: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class Delivered:
+    type_name: ClassVar[str] = "delivered"
+    chat_id: int
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -75,9 +111,17 @@ class Read:
 
 
 @dataclass(frozen=True)
+class SyncFrom:
+    """What a client holds of a chat: the last seq, and (version 2) the last rev."""
+
+    seq: int
+    rev: int | None = None  # None: the version 1 form, a string
+
+
+@dataclass(frozen=True)
 class Sync:
     type_name: ClassVar[str] = "sync"
-    chats: dict[int | None, int]  # None stands for a chat id that names no chat
+    chats: dict  # chat id (the raw key when it names no chat) -> SyncFrom
 
 
 @dataclass(frozen=True)
@@ -96,7 +140,19 @@ class Disconnect:
     type_name: ClassVar[str] = "disconnect"
 
 
-ClientFrame = SendMessage | Typing | Read | Sync | Auth | Ping | Disconnect
+ClientFrame = (
+    SendMessage
+    | Edit
+    | Delete
+    | React
+    | Delivered
+    | Typing
+    | Read
+    | Sync
+    | Auth
+    | Ping
+    | Disconnect
+)
 
 
 def frame_ref(frame: ClientFrame) -> str:
@@ -169,6 +225,33 @@ def parse_client_message_id(value) -> str | None:
     return value
 
 
+def parse_emoji(value) -> str:
+    """An emoji as the protocol allows it: 1-64 bytes of UTF-8, no separator (Z*), control (Cc)
+    or format character (Cf) but the zero-width joiner; variation selectors (Mn) pass."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest("'emoji' must be a non-empty string.")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadRequest("'emoji' must be valid UTF-8.") from None
+    if size > EMOJI_MAX_BYTES:
+        raise BadRequest(f"'emoji' must be at most {EMOJI_MAX_BYTES} bytes of UTF-8.")
+    for character in value:
+        category = unicodedata.category(character)
+        if (
+            category[0] == "Z"
+            or category == "Cc"
+            or (category == "Cf" and character != ZERO_WIDTH_JOINER)
+        ):
+            raise BadRequest("'emoji' must not contain separators, control or format characters.")
+    return value
+
+
+def parse_message_id(value, field: str = "messageId") -> int:
+    """A message id; 0 when it is well typed but cannot name a message (answered `not_found`)."""
+    return parse_id(value, field, allow_unknown=True) or 0
+
+
 def _optional_id_string(data: dict, field: str) -> str | None:
     value = data.get(field)
     if value is None:
@@ -179,11 +262,47 @@ def _optional_id_string(data: dict, field: str) -> str | None:
 
 
 def _parse_message(data: dict) -> SendMessage:
+    reply_to = data.get("replyTo")
     return SendMessage(
         chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
         text=parse_text(data.get("text")),
         client_message_id=parse_client_message_id(data.get("clientMessageId")),
         sender_id=_optional_id_string(data, "senderId"),
+        reply_to=None if reply_to is None else parse_message_id(reply_to, "replyTo"),
+    )
+
+
+def _parse_edit(data: dict) -> Edit:
+    return Edit(
+        chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
+        message_id=parse_message_id(data.get("messageId")),
+        text=parse_text(data.get("text")),
+    )
+
+
+def _parse_delete(data: dict) -> Delete:
+    return Delete(
+        chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
+        message_id=parse_message_id(data.get("messageId")),
+    )
+
+
+def _parse_react(data: dict) -> React:
+    on = data.get("on", True)
+    if not isinstance(on, bool):
+        raise BadRequest("'on' must be true or false.")
+    return React(
+        chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
+        message_id=parse_message_id(data.get("messageId")),
+        emoji=parse_emoji(data.get("emoji")),
+        on=on,
+    )
+
+
+def _parse_delivered(data: dict) -> Delivered:
+    return Delivered(
+        chat_id=parse_id(data.get("chatId"), "chatId", allow_unknown=True),
+        seq=parse_seq(data.get("seq"), "seq"),
     )
 
 
@@ -212,12 +331,18 @@ def _parse_read(data: dict) -> Read:
 def _parse_sync(data: dict) -> Sync:
     chats = data.get("chats")
     if not isinstance(chats, dict):
-        raise BadRequest("'chats' must be an object mapping chatId to the last seq held.")
+        raise BadRequest("'chats' must be an object mapping chatId to what is held of it.")
     if len(chats) > SYNC_MAX_CHATS:
         raise BadRequest(f"At most {SYNC_MAX_CHATS} chats per sync.")
     parsed: dict = {}
-    for chat_id, seq in chats.items():
-        parsed[parse_id(chat_id, "chats", allow_unknown=True) or chat_id] = parse_seq(seq, "chats")
+    for chat_id, held in chats.items():
+        if isinstance(held, dict):
+            if "seq" not in held or "rev" not in held:
+                raise BadRequest("A chat's position in 'chats' is a seq, or {seq, rev}.")
+            position = SyncFrom(parse_seq(held["seq"], "seq"), parse_seq(held["rev"], "rev"))
+        else:
+            position = SyncFrom(parse_seq(held, "chats"))
+        parsed[parse_id(chat_id, "chats", allow_unknown=True) or chat_id] = position
     return Sync(chats=parsed)
 
 
@@ -230,6 +355,10 @@ def _parse_auth(data: dict) -> Auth:
 
 _PARSERS = {
     "message": _parse_message,
+    "edit": _parse_edit,
+    "delete": _parse_delete,
+    "react": _parse_react,
+    "delivered": _parse_delivered,
     "typing": _parse_typing,
     "read": _parse_read,
     "sync": _parse_sync,
@@ -277,18 +406,38 @@ def frame(frame_type: str, data: dict) -> dict:
     return {"type": frame_type, "data": data}
 
 
+def reactions_data(rows) -> list[dict]:
+    """`[{emoji, userIds}]` from a message's reactions in the order they were made (by id):
+    emoji in order of first use, users in order of reacting."""
+    by_emoji: dict[str, list[str]] = {}
+    for row in rows:
+        by_emoji.setdefault(row.emoji, []).append(str(row.user_id))
+    return [{"emoji": emoji, "userIds": users} for emoji, users in by_emoji.items()]
+
+
 def message_data(message) -> dict:
-    """The message object, the same in socket frames and in the REST API."""
+    """The message object, the same in socket frames and in the REST API.
+
+    `message` comes from `Message.objects.framed()` or the services, which give it
+    `reaction_rows` and `reply_to_seq`.
+    """
     deleted = message.deleted_at is not None
+    reply_to = message.reply_to_id
     return {
         "id": str(message.pk),
         "chatId": str(message.chat_id),
         "seq": str(message.seq),
+        "rev": str(message.rev),
         "senderId": format_id(message.sender_id),
         "text": None if deleted else message.text,
         "clientMessageId": message.client_message_id,
         "createdAt": format_time(message.created_at),
         "deleted": deleted,
+        "editedAt": format_time(message.edited_at),
+        "replyTo": None
+        if reply_to is None
+        else {"id": str(reply_to), "seq": str(message.reply_to_seq)},
+        "reactions": [] if deleted else reactions_data(message.reaction_rows),
     }
 
 
@@ -361,8 +510,35 @@ def closing_frame(*, user_id, reason: str) -> dict:
     return frame("disconnect", {"userId": str(user_id), "reason": reason})
 
 
-def delete_frame(*, chat_id, message_id) -> dict:
-    return frame("delete", {"chatId": str(chat_id), "messageId": str(message_id)})
+def update_frame(message) -> dict:
+    """An existing message edited, restored, or its reactions changed: its current state."""
+    return frame("update", {"chatId": str(message.chat_id), "message": message_data(message)})
+
+
+def delete_frame(message) -> dict:
+    return frame(
+        "delete",
+        {
+            "chatId": str(message.chat_id),
+            "messageId": str(message.pk),
+            "seq": str(message.seq),
+            "rev": str(message.rev),
+        },
+    )
+
+
+def change_frame(message) -> dict:
+    """What a change of an existing message is announced as: `delete` once deleted, else `update`."""
+    return delete_frame(message) if message.deleted_at is not None else update_frame(message)
+
+
+def delivered_frame(*, chat_id, user_id, seq) -> dict:
+    return frame("delivered", {"chatId": str(chat_id), "userId": str(user_id), "seq": str(seq)})
+
+
+def edit_data(text: str, edited_at) -> dict:
+    """One text of a message's edit history (REST)."""
+    return {"text": text, "editedAt": format_time(edited_at)}
 
 
 def chat_frame(*, chat_id, event: str) -> dict:
@@ -370,13 +546,13 @@ def chat_frame(*, chat_id, event: str) -> dict:
 
 
 def sync_frame(summary: dict) -> dict:
-    """`summary` maps chat id to (last seq, has more)."""
+    """`summary` maps chat id to (last seq, rev, has more)."""
     return frame(
         "sync",
         {
             "chats": {
-                str(chat_id): {"lastSeq": str(last_seq), "hasMore": has_more}
-                for chat_id, (last_seq, has_more) in summary.items()
+                str(chat_id): {"lastSeq": str(last_seq), "rev": str(rev), "hasMore": has_more}
+                for chat_id, (last_seq, rev, has_more) in summary.items()
             }
         },
     )

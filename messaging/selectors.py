@@ -1,13 +1,13 @@
-"""Reads of messaging: chat lists, history pages, sync replays, co-members."""
+"""Reads of messaging: chat lists, history pages, the chat log since a rev, sync replays, co-members."""
 
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from messaging.errors import NotMember
-from messaging.models import Chat, Membership, Message, ReadReceipt
+from messaging import protocol, storage
+from messaging.errors import NotFound, NotMember
+from messaging.models import Chat, Membership, Message, MessageEdit, ReadReceipt
 
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
@@ -23,27 +23,84 @@ class Page:
     has_more: bool
 
 
-def missed_messages(*, user, chat_id, after_seq: int, limit: int) -> Page:
-    """The messages after `after_seq` in seq order, at most `limit`, for `sync`.
+@dataclass(frozen=True)
+class SyncPage:
+    """What `sync` replays of one chat, and its summary (docs/protocol.md, Resume)."""
 
-    `NotMember` unless `user` is a member of the chat now, in the same transaction as the read:
-    the database decides, not what the socket last heard.
+    new: list  # the messages with a seq above the client's, by seq
+    changed: list  # older messages changed since the client's rev, by rev
+    last_seq: int
+    rev: int
+    has_more: bool
+
+
+def sync_page(*, user, chat_id, held: protocol.SyncFrom, limit: int) -> SyncPage:
+    """What `user` missed of a chat since `held`, at most `limit` messages in all.
+
+    The frames and the summary come from one snapshot of the database, so the
+    summary's rev never claims a change that was not sent. The summary's rev is
+    the highest R such that the client then holds every change up to R: the
+    chat's rev when nothing is left; with more left, the client's own rev when
+    new messages filled the page, else the last change sent; for a client that
+    gave no rev (the version 1 form), the chat's rev when nothing is left, else 0.
+
+    `NotMember` unless `user` is a member of the chat now, read in the same snapshot: the
+    database decides, not what the socket last heard.
     """
     if not isinstance(chat_id, int):  # an id no row can have (protocol.parse_id)
         raise NotMember()
-    with transaction.atomic():
+    with storage.snapshot():
         if not Membership.objects.filter(chat_id=chat_id, user=user).exists():
             raise NotMember()
-        return messages_after(chat_id=chat_id, after_seq=after_seq, limit=limit)
+        chat_rev = Chat.objects.filter(pk=chat_id).values_list("last_rev", flat=True).first() or 0
+        messages = Message.objects.framed().filter(chat_id=chat_id)
+        new = list(messages.filter(seq__gt=held.seq).order_by("seq")[: limit + 1])
+        has_more = len(new) > limit
+        new = new[:limit]
+        changed = []
+        if held.rev is not None and not has_more:
+            room = limit - len(new)
+            changed = list(
+                messages.filter(seq__lte=held.seq, rev__gt=held.rev).order_by("rev")[: room + 1]
+            )
+            has_more = len(changed) > room
+            changed = changed[:room]
+    if not has_more:
+        rev = chat_rev
+    elif held.rev is None:
+        rev = 0
+    else:
+        rev = changed[-1].rev if changed else held.rev
+    last_seq = new[-1].seq if new else held.seq
+    return SyncPage(new=new, changed=changed, last_seq=last_seq, rev=rev, has_more=has_more)
 
 
-def messages_after(*, chat_id, after_seq: int, limit: int) -> Page:
-    """A chat's messages after `after_seq`, for delivery to its members' sockets (the sequencer
-    fills a hole with these; the sockets deliver only chats their user is in)."""
+def changes(*, chat, since: int, limit: int) -> Page:
+    """The chat's messages whose latest change is after rev `since`, ascending by rev."""
     rows = list(
-        Message.objects.filter(chat_id=chat_id, seq__gt=after_seq).order_by("seq")[: limit + 1]
+        Message.objects.framed().filter(chat=chat, rev__gt=since).order_by("rev")[: limit + 1]
     )
     return Page(messages=rows[:limit], has_more=len(rows) > limit)
+
+
+def changed_between(*, chat_id, after_rev: int, upto_rev: int, limit: int) -> list:
+    """The messages whose current rev lies in (after_rev, upto_rev], by rev: what fills a
+    hole in the live log (a rev in it that no message carries was superseded)."""
+    messages = Message.objects.framed().filter(
+        chat_id=chat_id, rev__gt=after_rev, rev__lte=upto_rev
+    )
+    return list(messages.order_by("rev")[:limit])
+
+
+def edit_history(message) -> list[dict]:
+    """A message's texts, oldest first, the current one last; `NotFound` once deleted."""
+    if message.deleted_at is not None:
+        raise NotFound("This message was deleted.")
+    earlier = MessageEdit.objects.filter(message=message).order_by("id")
+    return [
+        *(protocol.edit_data(edit.text, edit.edited_at) for edit in earlier),
+        protocol.edit_data(message.text, message.edited_at or message.created_at),
+    ]
 
 
 def history(*, chat, after: int | None, before: int | None, limit: int) -> Page:
@@ -53,7 +110,7 @@ def history(*, chat, after: int | None, before: int | None, limit: int) -> Page:
     `has_more` meaning newer ones exist. `before` alone: the page just older than
     it, `has_more` meaning older ones exist.
     """
-    messages = Message.objects.filter(chat=chat)
+    messages = Message.objects.framed().filter(chat=chat)
     if before is not None:
         messages = messages.filter(seq__lt=before)
     if after is not None:
@@ -67,7 +124,7 @@ def chats_for_list(user):
     """The user's chats, most recent activity first, annotated with `read_seq` and `unread_count`.
 
     `unread_count` counts messages after the read position sent by others and not deleted.
-    Every member's read position comes along, for "Seen" receipts.
+    Every member's read and delivered positions come along, for "Seen" and "Delivered".
     """
     receipts = ReadReceipt.objects.filter(chat=OuterRef("pk"), user=user).values("seq")[:1]
     unread = (
@@ -87,7 +144,10 @@ def chats_for_list(user):
         .annotate(activity=Coalesce("last_message_at", "created_at"))
         .prefetch_related(
             Prefetch("memberships", queryset=Membership.objects.select_related("user")),
-            Prefetch("read_receipts", queryset=ReadReceipt.objects.only("chat", "user", "seq")),
+            Prefetch(
+                "read_receipts",
+                queryset=ReadReceipt.objects.only("chat", "user", "seq", "delivered_seq"),
+            ),
         )
         .order_by("-activity", "-id")
     )
@@ -102,4 +162,4 @@ def last_messages(chats) -> dict[int, Message]:
             condition |= Q(chat_id=chat.pk, seq=chat.last_seq)
     if not condition:
         return {}
-    return {message.chat_id: message for message in Message.objects.filter(condition)}
+    return {message.chat_id: message for message in Message.objects.framed().filter(condition)}

@@ -1,4 +1,4 @@
-"""Every write of messaging: chats, members, messages, read positions, moderation.
+"""Every write of messaging: chats, members, messages and their changes, read and delivered positions, moderation.
 
 Socket consumer, REST views and admin all call these; each validates, writes in
 one transaction and announces the result to live connections after commit.
@@ -6,12 +6,17 @@ one transaction and announces the result to live connections after commit.
 
 import threading
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from messaging import events, metrics, protocol, storage
+from messaging import delivered, events, metrics, protocol, storage
 from messaging.errors import (
     BadRequest,
     Banned,
@@ -19,13 +24,22 @@ from messaging.errors import (
     MessagingError,
     NotFound,
     NotMember,
+    TooLarge,
     Unavailable,
 )
-from messaging.models import AccessChange, Chat, Membership, Message, ReadReceipt
+from messaging.models import (
+    AccessChange,
+    Chat,
+    Membership,
+    Message,
+    MessageEdit,
+    Reaction,
+    ReadReceipt,
+)
 
-# Held from a message's seq allocation until its broadcast has been handed to the
-# channel layer (which never waits on Redis), so one process publishes a chat's
-# messages in seq order and the receivers' sequencers rarely have to hold one back.
+# Held from a message's seq (or a change's rev) allocation until its broadcast has been
+# handed to the channel layer (which never waits on Redis), so one process publishes a
+# chat's log in rev order and the receivers' sequencers rarely have to hold one back.
 publish_order = threading.Lock()
 
 
@@ -186,11 +200,12 @@ class Outgoing:
     chat_id: int | None
     text: str
     client_message_id: str | None = None
+    reply_to: int | None = None  # the id of the message it answers; 0 names none
 
 
 @_unavailable_on_database_error
 def send_message(
-    *, sender, chat_id, text, client_message_id: str | None = None
+    *, sender, chat_id, text, client_message_id: str | None = None, reply_to: int | None = None
 ) -> tuple[Message, bool]:
     """Store a message under the chat's next seq, then broadcast it. Returns (message, created).
 
@@ -201,7 +216,7 @@ def send_message(
     text = protocol.parse_text(text)
     client_message_id = protocol.parse_client_message_id(client_message_id)
     with publish_order:
-        (result,) = store_messages([Outgoing(sender, chat_id, text, client_message_id)])
+        (result,) = store_messages([Outgoing(sender, chat_id, text, client_message_id, reply_to)])
         if isinstance(result, MessagingError):
             raise result
         message, created = result
@@ -218,16 +233,17 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     statements: the chats are locked (in id order, so two writers cannot
     deadlock), the senders' membership, mute and ban are read, repeated
     `client_message_id`s are found (they return the stored message), each
-    chat's `last_seq` grows by its number of new messages (gap-free seqs, in
-    commit order), and the messages are inserted. Nothing is broadcast here:
-    the caller does it after this returns (after the commit).
+    chat's `last_seq` and `last_rev` grow by its number of new messages
+    (gap-free seqs and revs, in commit order), and the messages are inserted.
+    Nothing is broadcast here: the caller does it after this returns (after the
+    commit).
     """
     results: list = [None] * len(batch)
     try:
         with transaction.atomic():
-            fresh = _admit(batch, results)
+            fresh, replied = _admit(batch, results)
             if fresh:
-                _insert(batch, fresh, results)
+                _insert(batch, fresh, results, replied)
     except (IntegrityError, DataError):
         if not retry_singly:
             raise
@@ -241,9 +257,10 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     return results
 
 
-def _admit(batch: list[Outgoing], results: list) -> list[int]:
-    """Decide each request (inside the storing transaction): the indexes to store; the others'
-    results are set (a refusal, a stored retry, or the index of the same retry in this batch)."""
+def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
+    """Decide each request (inside the storing transaction): the indexes to store, and what the
+    replies among them answer; the others' results are set (a refusal, a stored retry, or the
+    index of the same retry in this batch)."""
     chat_ids = {r.chat_id for r in batch if r.chat_id is not None}
     sender_ids = {r.sender.pk for r in batch}
     storage.lock_chats(chat_ids)
@@ -251,6 +268,8 @@ def _admit(batch: list[Outgoing], results: list) -> list[int]:
     stored = storage.stored_client_ids(
         sender_ids, {r.client_message_id for r in batch if r.client_message_id is not None}
     )
+    # Only a batch with replies pays for reading what they answer.
+    replied = storage.reply_targets({r.reply_to for r in batch if r.reply_to})
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
     for index, request in enumerate(batch):
@@ -269,13 +288,17 @@ def _admit(batch: list[Outgoing], results: list) -> list[int]:
             )
         elif muted:
             results[index] = Forbidden("You are muted in this chat.")
+        elif request.reply_to is not None and (
+            replied.get(request.reply_to, (None,))[0] != request.chat_id
+        ):
+            results[index] = NotFound("The message replied to is not in this chat.")
         elif request.client_message_id is not None and key in claimed:
             results[index] = claimed[key]  # the same retry twice in one batch: resolved below
         else:
             if request.client_message_id is not None:
                 claimed[key] = index
             fresh.append(index)
-    return fresh
+    return fresh, replied
 
 
 def _store_one(request: Outgoing):
@@ -289,44 +312,367 @@ def _store_one(request: Outgoing):
     return NotMember()  # still refused: the chat went away under the message
 
 
-def _insert(batch: list[Outgoing], fresh: list[int], results: list) -> None:
+def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dict) -> None:
     per_chat: dict[int, list[int]] = {}
     for index in fresh:
         per_chat.setdefault(batch[index].chat_id, []).append(index)
     now = timezone.now()
     rows, order = [], []
-    last_seqs = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
+    last = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
     for chat_id in sorted(per_chat):
         indexes = per_chat[chat_id]
-        first = last_seqs[chat_id] - len(indexes) + 1
+        last_seq, last_rev = last[chat_id]
+        first_seq, first_rev = last_seq - len(indexes) + 1, last_rev - len(indexes) + 1
         for offset, index in enumerate(indexes):
             request = batch[index]
             rows.append(
                 (
                     chat_id,
-                    first + offset,
+                    first_seq + offset,
+                    first_rev + offset,
                     request.sender.pk,
                     request.text,
                     request.client_message_id,
+                    request.reply_to,
                 )
             )
             order.append(index)
     ids = storage.insert_messages(rows, now)
     for index, row, message_id in zip(order, rows, ids, strict=True):
-        chat_id, seq, sender_id, text, client_message_id = row
+        chat_id, seq, rev, sender_id, text, client_message_id, reply_to = row
         message = storage.message_instance(
             id=message_id,
             chat_id=chat_id,
             seq=seq,
+            rev=rev,
             sender_id=sender_id,
             text=text,
             client_message_id=client_message_id,
             created_at=now,
             deleted_at=None,
             deleted_by_id=None,
+            deleted_by_author=False,
+            edited_at=None,
+            reply_to_id=reply_to,
         )
+        message.reply_to_seq = None if reply_to is None else replied[reply_to][1]
+        message.reaction_rows = []
         results[index] = (message, True)
     metrics.MESSAGES_STORED.inc(len(rows))
+
+
+# ---------------------------------------------------------------- changes of existing messages
+
+
+class Action(StrEnum):
+    EDIT = "edit"  # the author: new text
+    DELETE = "delete"  # the author: final
+    REACT = "react"  # a member adds an emoji
+    UNREACT = "unreact"  # and takes it back
+    MODERATOR_DELETE = "moderator_delete"  # a moderator: restorable
+    RESTORE = "restore"  # a moderator undoes a moderator's deletion
+
+
+MEMBER_ACTIONS = {Action.EDIT, Action.DELETE, Action.REACT, Action.UNREACT}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change of an existing message: what the change services and the socket's change
+    writer take. `actor` is the member, or the moderator of the moderator's actions."""
+
+    actor: object
+    chat_id: int | None
+    message_id: int
+    action: Action
+    text: str | None = None
+    emoji: str | None = None
+
+
+@dataclass
+class Outcome:
+    """A change applied (`changed`, under the chat's next rev, to be announced) or found to
+    change nothing (no rev taken; `frame` answers the one who asked, and nobody else).
+
+    `frame` is the message's `update` or `delete` frame as of this change, `rev` its rev
+    then; `message` is the message object after the whole batch.
+    """
+
+    message: Message
+    frame: dict
+    rev: int
+    changed: bool
+
+
+class ReactionRow(NamedTuple):
+    emoji: str
+    user_id: int
+
+
+def apply_changes(batch: list[Change]) -> list:
+    """Apply a batch of changes in one transaction, each under its chat's next rev.
+
+    Returns, for each change in order, an `Outcome` or the MessagingError refusing
+    it. The chats are locked in id order first, so the revs are gap-free, in commit
+    order, and in batch order within the batch; every check (author, mute, deleted,
+    edit window, reaction limit) reads the state under that lock. Nothing is
+    announced here: the caller broadcasts the changed outcomes after this returns,
+    in order (`events.broadcast_changes`).
+    """
+    try:
+        return _apply_changes(batch)
+    except (IntegrityError, DataError):
+        if len(batch) == 1:
+            return [BadRequest("The database cannot store this change.")]
+        # One bad change never fails the others.
+        return [apply_changes([change])[0] for change in batch]
+
+
+def _apply_changes(batch: list[Change]) -> list:
+    results: list = [None] * len(batch)
+    chat_ids = {c.chat_id for c in batch if c.chat_id is not None}
+    member_ids = {c.actor.pk for c in batch if c.action in MEMBER_ACTIONS}
+    now = timezone.now()
+    log = _ChangeLog(now)
+    with transaction.atomic():
+        last_revs = storage.lock_chats_for_changes(chat_ids) if chat_ids else {}
+        memberships = storage.senders_standing(set(last_revs), member_ids)
+        messages = _messages_for_changes({c.message_id for c in batch if c.message_id})
+        revs = dict(last_revs)
+        for index, change in enumerate(batch):
+            message = messages.get(change.message_id)
+            if message is not None and message.chat_id != change.chat_id:
+                message = None
+            try:
+                changed = _apply(change, message, memberships, now, log)
+            except MessagingError as error:
+                results[index] = error
+                continue
+            if changed:
+                revs[message.chat_id] += 1
+                message.rev = revs[message.chat_id]
+                log.dirty[message.pk] = message
+            results[index] = Outcome(message, protocol.change_frame(message), message.rev, changed)
+        counts = {c: revs[c] - last_revs[c] for c in revs if revs[c] != last_revs[c]}
+        if counts:
+            allocated = storage.allocate_revs(counts)
+            if allocated != {c: revs[c] for c in counts}:
+                raise RuntimeError(f"revs moved under the chat lock: {allocated} != {revs}")
+            log.write()
+    return results
+
+
+def _messages_for_changes(message_ids: set[int]) -> dict[int, Message]:
+    """The messages a batch changes, with their reactions, read under the chats' lock."""
+    if not message_ids:
+        return {}
+    messages = {
+        m.pk: m
+        for m in Message.objects.filter(pk__in=message_ids).annotate(
+            reply_to_seq=F("reply_to__seq")
+        )
+    }
+    for message in messages.values():
+        message.reaction_rows = []
+    rows = (
+        Reaction.objects.filter(message_id__in=messages)
+        .order_by("id")
+        .values_list("message_id", "emoji", "user_id")
+    )
+    for message_id, emoji, user_id in rows:
+        messages[message_id].reaction_rows.append(ReactionRow(emoji, user_id))
+    return messages
+
+
+class _ChangeLog:
+    """The rows a batch of changes writes, net of changes that undo each other."""
+
+    def __init__(self, now):
+        self.now = now
+        self.dirty: dict[int, Message] = {}
+        self.edits: list[MessageEdit] = []
+        self.added: dict[tuple, Reaction] = {}  # (message, user, emoji) -> row to insert
+        self.removed: set[tuple] = set()  # (message, user, emoji) stored, to delete
+        self.cleared: set[int] = set()  # messages whose every stored reaction goes
+
+    def add_reaction(self, message: Message, user_id: int, emoji: str) -> None:
+        message.reaction_rows.append(ReactionRow(emoji, user_id))
+        self.added[(message.pk, user_id, emoji)] = Reaction(
+            message_id=message.pk,
+            chat_id=message.chat_id,
+            user_id=user_id,
+            emoji=emoji,
+            created_at=self.now,
+        )
+
+    def remove_reaction(self, message: Message, user_id: int, emoji: str) -> None:
+        message.reaction_rows.remove(ReactionRow(emoji, user_id))
+        key = (message.pk, user_id, emoji)
+        if self.added.pop(key, None) is None:
+            self.removed.add(key)
+
+    def clear_reactions(self, message: Message) -> None:
+        message.reaction_rows = []
+        self.cleared.add(message.pk)
+        for key in [k for k in self.added if k[0] == message.pk]:
+            del self.added[key]
+
+    def write(self) -> None:
+        Message.objects.bulk_update(
+            self.dirty.values(),
+            ["rev", "text", "edited_at", "deleted_at", "deleted_by", "deleted_by_author"],
+        )
+        if self.edits:
+            MessageEdit.objects.bulk_create(self.edits)
+        gone = Q(message_id__in=self.cleared) if self.cleared else Q()
+        for message_id, user_id, emoji in self.removed:
+            gone |= Q(message_id=message_id, user_id=user_id, emoji=emoji)
+        if gone:
+            Reaction.objects.filter(gone)._raw_delete(Reaction.objects.db)
+        if self.added:
+            Reaction.objects.bulk_create(self.added.values())
+
+
+def _apply(change: Change, message: Message | None, memberships: dict, now, log) -> bool:
+    """Check `change` against the message's state and apply it to `message` in memory (and
+    `log`); False when it changes nothing. Refusals come before no-ops: who, then what."""
+    actor_id = getattr(change.actor, "pk", None)
+    muted = False
+    if change.action in MEMBER_ACTIONS:
+        muted, active = memberships.get((change.chat_id, actor_id), (None, True))
+        if not active:
+            raise Banned()
+        if muted is None:
+            raise NotMember()
+    if message is None:
+        raise NotFound("No such message in this chat.")
+    deleted = message.deleted_at is not None
+    if change.action == Action.EDIT:
+        if message.sender_id != actor_id:
+            raise Forbidden("Only its author can edit a message.")
+        if muted:
+            raise Forbidden("You are muted in this chat.")
+        if deleted:
+            raise NotFound("This message was deleted.")
+        window = settings.MESSAGE_EDIT_WINDOW_SECONDS
+        if window and (now - message.created_at).total_seconds() > window:
+            raise Forbidden("This message can no longer be edited.")
+        if change.text == message.text:
+            return False
+        log.edits.append(
+            MessageEdit(
+                message_id=message.pk,
+                chat_id=message.chat_id,
+                text=message.text,
+                edited_at=message.edited_at or message.created_at,
+            )
+        )
+        message.text, message.edited_at = change.text, now
+        return True
+    if change.action in (Action.DELETE, Action.MODERATOR_DELETE):
+        if change.action == Action.DELETE and message.sender_id != actor_id:
+            raise Forbidden("Only its author can delete a message.")
+        if deleted:
+            return False
+        message.deleted_at, message.deleted_by_id = now, actor_id
+        message.deleted_by_author = change.action == Action.DELETE
+        log.clear_reactions(message)
+        return True
+    if change.action == Action.RESTORE:
+        if deleted and message.deleted_by_author:
+            raise Forbidden("Its author deleted this message; that is final.")
+        if not deleted:
+            return False
+        message.deleted_at, message.deleted_by_id = None, None
+        return True
+    # REACT / UNREACT
+    if muted:
+        raise Forbidden("You are muted in this chat.")
+    if deleted:
+        raise NotFound("This message was deleted.")
+    present = ReactionRow(change.emoji, actor_id) in message.reaction_rows
+    if change.action == Action.UNREACT:
+        if not present:
+            return False
+        log.remove_reaction(message, actor_id, change.emoji)
+        return True
+    if present:
+        return False
+    emoji = {row.emoji for row in message.reaction_rows}
+    if change.emoji not in emoji and len(emoji) >= protocol.EMOJI_MAX_PER_MESSAGE:
+        raise TooLarge(f"A message takes at most {protocol.EMOJI_MAX_PER_MESSAGE} different emoji.")
+    log.add_reaction(message, actor_id, change.emoji)
+    return True
+
+
+@_unavailable_on_database_error
+def change_message(change: Change) -> Outcome:
+    """Apply one change (REST, the admin) and announce it; the outcome, or raises the refusal.
+
+    The socket path goes through `messaging.realtime.writer` instead, which batches
+    many changes into one transaction with the same function.
+    """
+    with publish_order:
+        (result,) = apply_changes([change])
+        if isinstance(result, MessagingError):
+            raise result
+        if result.changed:
+            # At once outside a transaction, so under publish_order: revs leave in order.
+            events.on_commit(events.broadcast_changes, [result])
+    return result
+
+
+def edit_message(*, user, chat_id, message_id, text) -> Outcome:
+    text = protocol.parse_text(text)
+    return change_message(Change(user, chat_id, message_id, Action.EDIT, text=text))
+
+
+def delete_own_message(*, user, chat_id, message_id) -> Outcome:
+    return change_message(Change(user, chat_id, message_id, Action.DELETE))
+
+
+def react(*, user, chat_id, message_id, emoji, on: bool = True) -> Outcome:
+    emoji = protocol.parse_emoji(emoji)
+    action = Action.REACT if on else Action.UNREACT
+    return change_message(Change(user, chat_id, message_id, action, emoji=emoji))
+
+
+def delete_message(*, message: Message, moderator) -> bool:
+    """A moderator hides a message's text from everybody; members receive `delete`.
+
+    False when it was deleted already.
+    """
+    change = Change(moderator, message.chat_id, message.pk, Action.MODERATOR_DELETE)
+    return _moderate(message, change)
+
+
+def restore_message(*, message: Message, moderator=None) -> bool:
+    """A moderator undoes a moderator's deletion; members receive `update` with the text.
+
+    False when it was not deleted; `Forbidden` when its author deleted it (final).
+    """
+    change = Change(moderator, message.chat_id, message.pk, Action.RESTORE)
+    return _moderate(message, change)
+
+
+def _moderate(message: Message, change: Change) -> bool:
+    outcome = change_message(change)
+    changed = outcome.message
+    for field in ("rev", "deleted_at", "deleted_by_id", "deleted_by_author"):
+        setattr(message, field, getattr(changed, field))
+    return outcome.changed
+
+
+# ---------------------------------------------------------------- read and delivered positions
+
+
+def access_message(*, user, chat_id, message_id) -> Message:
+    """A message of a chat `user` is a member of, ready for its protocol object."""
+    chat = access_chat(user=user, chat_id=chat_id)
+    message = Message.objects.framed().filter(chat=chat, pk=message_id).first()
+    if message is None:
+        raise NotFound("No such message in this chat.")
+    return message
 
 
 @_unavailable_on_database_error
@@ -334,7 +680,8 @@ def mark_read(*, user, chat_id, message_id=None) -> tuple[ReadReceipt, bool]:
     """Move the user's read position forward to a message (default: the latest).
 
     Returns (receipt, moved). A position never moves backwards: such a call
-    changes nothing and announces nothing.
+    changes nothing and announces nothing. The delivered position follows it,
+    unannounced (a `read` implies it).
     """
     chat = access_chat(user=user, chat_id=chat_id)
     messages = Message.objects.filter(chat=chat)
@@ -350,7 +697,10 @@ def mark_read(*, user, chat_id, message_id=None) -> tuple[ReadReceipt, bool]:
     now = timezone.now()
     with transaction.atomic():
         moved = ReadReceipt.objects.filter(pk=receipt.pk, seq__lt=message.seq).update(
-            message=message, seq=message.seq, read_at=now
+            message=message,
+            seq=message.seq,
+            read_at=now,
+            delivered_seq=Greatest("delivered_seq", Value(message.seq)),
         )
         receipt.refresh_from_db()
         if moved:
@@ -359,27 +709,23 @@ def mark_read(*, user, chat_id, message_id=None) -> tuple[ReadReceipt, bool]:
 
 
 @_unavailable_on_database_error
-def delete_message(*, message: Message, moderator) -> bool:
-    """Hide a message's text from everybody; members' sockets receive `delete`."""
-    if message.deleted_at is not None:
-        return False
-    with transaction.atomic():
-        message.deleted_at = timezone.now()
-        message.deleted_by = moderator
-        message.save(update_fields=["deleted_at", "deleted_by"])
-        events.on_commit(events.broadcast_delete, message)
-    return True
+def mark_delivered(*, user, chat_id, seq: int) -> tuple[int, bool]:
+    """Move the user's delivered position forward to `seq` (past the chat's last: the last).
 
-
-@_unavailable_on_database_error
-def restore_message(*, message: Message) -> bool:
-    """Undo a deletion; the text reappears in history and sync."""
-    if message.deleted_at is None:
-        return False
-    message.deleted_at = None
-    message.deleted_by = None
-    message.save(update_fields=["deleted_at", "deleted_by"])
-    return True
+    Returns (position, moved). Stored at once; announced at most once a second per
+    member and chat, the latest position winning (`messaging.delivered`).
+    """
+    chat = access_chat(user=user, chat_id=chat_id)
+    target = min(seq, chat.last_seq)
+    receipts = ReadReceipt.objects.filter(chat=chat, user=user)
+    if receipts.filter(delivered_seq__lt=target).update(delivered_seq=target):
+        events.on_commit(delivered.announce, chat.pk, user.pk, target)
+        return target, True
+    position = receipts.values_list("delivered_seq", flat=True).first()
+    if position is None:  # a member without a receipt row (joined before receipts existed)
+        ReadReceipt.objects.get_or_create(chat=chat, user=user)
+        return mark_delivered(user=user, chat_id=chat_id, seq=seq)
+    return position, False
 
 
 @_unavailable_on_database_error

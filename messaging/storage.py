@@ -1,4 +1,4 @@
-"""The SQL of the hot paths: a batch of messages, or of new sockets, in a constant number of statements.
+"""The SQL of the hot paths: a batch of messages or changes, or of new sockets, in a constant number of statements.
 
 `services.store_messages` runs once per batch of the socket path, hundreds of
 times a second, and `chats_and_co_members` once per batch of new sockets; the
@@ -7,8 +7,10 @@ ORM's per-query and per-object costs were most of their time
 and PostgreSQL both run; everything else stays in the ORM.
 """
 
+import contextlib
+
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models.base import ModelState
 
 from messaging.models import Chat, Membership, Message
@@ -23,18 +25,6 @@ USER = _quote(get_user_model()._meta.db_table)
 def placeholders(values) -> str:
     """`%s, %s, …`, one per value: the body of an `IN (…)` list."""
     return ", ".join(["%s"] * len(values))
-
-
-def lock_chats(chat_ids) -> None:
-    """Lock the chats' rows for this transaction, in id order (two writers cannot deadlock);
-    SQLite locks the whole database for a write transaction instead."""
-    if chat_ids and connection.features.has_select_for_update:
-        ids = sorted(chat_ids)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
-                ids,
-            )
 
 
 def senders_standing(chat_ids: set, user_ids: set) -> dict[tuple[int, int], tuple[bool, bool]]:
@@ -71,36 +61,105 @@ def stored_client_ids(sender_ids: set, client_ids: set) -> dict[tuple[int, str],
         ids = [row[0] for row in cursor.fetchall()]
     if not ids:
         return {}
-    return {(m.sender_id, m.client_message_id): m for m in Message.objects.filter(pk__in=ids)}
+    stored = Message.objects.framed().filter(pk__in=ids)
+    return {(m.sender_id, m.client_message_id): m for m in stored}
 
 
-def allocate_seqs(counts: dict[int, int], now) -> dict[int, int]:
-    """Add `counts[chat]` to each chat's `last_seq`; the new values. Inside a transaction,
-    after `lock_chats`."""
-    chat_ids = sorted(counts)
+def reply_targets(message_ids: set[int]) -> dict[int, tuple[int, int]]:
+    """Message id -> (chat id, seq), for the messages that new ones answer (`replyTo`)."""
+    if not message_ids:
+        return {}
     with connection.cursor() as cursor:
-        cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
-        params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
         cursor.execute(
-            f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END, last_message_at = %s"
-            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_seq",
-            [*params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
+            f"SELECT id, chat_id, seq FROM {MESSAGE} WHERE id IN ({placeholders(message_ids)})",
+            list(message_ids),
+        )
+        return {message_id: (chat_id, seq) for message_id, chat_id, seq in cursor.fetchall()}
+
+
+def lock_chats(chat_ids) -> None:
+    """Lock the chats' rows in id order, where the database can (PostgreSQL), so that two
+    processes writing into the same chats cannot deadlock; SQLite locks the whole database
+    for the write transaction anyway. Inside a transaction, before reading who may write."""
+    if chat_ids and connection.features.has_select_for_update:
+        ids = sorted(chat_ids)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
+                ids,
+            )
+
+
+def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
+    """Add `counts[chat]` to each chat's `last_seq` and `last_rev` (a new message is a change
+    of the chat's log too); the new (last seq, last rev). Inside a transaction, after
+    `lock_chats`."""
+    chat_ids = sorted(counts)
+    cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
+    params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END,"
+            f" last_rev = last_rev + CASE id {cases} END, last_message_at = %s"
+            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_seq, last_rev",
+            [*params, *params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
+        )
+        return {chat_id: (last_seq, last_rev) for chat_id, last_seq, last_rev in cursor.fetchall()}
+
+
+def lock_chats_for_changes(chat_ids: set[int]) -> dict[int, int]:
+    """Lock the chats (in id order) for a batch of changes; each existing chat's `last_rev`.
+    Inside a transaction: the lock is what orders revs in commit order."""
+    ordered = sorted(chat_ids)
+    lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, last_rev FROM {CHAT} WHERE id IN ({placeholders(ordered)}){lock}", ordered
+        )
+        return dict(cursor.fetchall())
+
+
+def allocate_revs(counts: dict[int, int]) -> dict[int, int]:
+    """Add `counts[chat]` to each chat's `last_rev`; the new values. Inside the transaction
+    that locked the chats (`lock_chats_for_changes`)."""
+    chat_ids = sorted(counts)
+    cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
+    params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {CHAT} SET last_rev = last_rev + CASE id {cases} END"
+            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_rev",
+            [*params, *chat_ids],
         )
         return dict(cursor.fetchall())
 
 
 def insert_messages(rows: list[tuple], now) -> list[int]:
-    """Insert (chat id, seq, sender id, text, client id) rows created at `now`; their ids."""
+    """Insert (chat id, seq, rev, sender id, text, client id, reply-to id) rows created at
+    `now`; their ids."""
     stamp = connection.ops.adapt_datetimefield_value(now)
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
-    params = [value for row in rows for value in (*row, stamp)]
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    params = [value for row in rows for value in (*row, stamp, False)]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {MESSAGE} (chat_id, seq, sender_id, text, client_message_id, created_at)"
-            f" VALUES {values} RETURNING id",
+            f"INSERT INTO {MESSAGE} (chat_id, seq, rev, sender_id, text, client_message_id,"
+            f" reply_to_id, created_at, deleted_by_author) VALUES {values} RETURNING id",
             params,
         )
         return [row[0] for row in cursor.fetchall()]
+
+
+@contextlib.contextmanager
+def snapshot():
+    """A transaction whose reads all see one state of the database: REPEATABLE READ on
+    PostgreSQL (its default, READ COMMITTED, gives each statement its own); SQLite's
+    transaction is a snapshot already."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 # Every column of a Message: `message_instance` must be given each one.
@@ -127,10 +186,12 @@ def message_instance(**fields) -> Message:
 
 
 def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
-    """For each user: their chats' ids, the users who share one; and each chat's last seq."""
+    """For each user: their chats' ids, the users who share one; and each chat's
+    (last seq, last rev)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT mine.user_id, mine.chat_id, other.user_id, c.last_seq FROM {MEMBERSHIP} mine"
+            f"SELECT mine.user_id, mine.chat_id, other.user_id, c.last_seq, c.last_rev"
+            f" FROM {MEMBERSHIP} mine"
             f" JOIN {MEMBERSHIP} other ON other.chat_id = mine.chat_id"
             f" JOIN {CHAT} c ON c.id = mine.chat_id"
             f" WHERE mine.user_id IN ({placeholders(user_ids)})",
@@ -139,9 +200,9 @@ def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
         rows = cursor.fetchall()
     chats: dict[int, list[int]] = {}
     co_members: dict[int, set[int]] = {}
-    last_seqs: dict[int, int] = {}
-    for user_id, chat_id, other_id, last_seq in rows:
-        last_seqs[chat_id] = last_seq
+    last_seqs: dict[int, tuple[int, int]] = {}
+    for user_id, chat_id, other_id, last_seq, last_rev in rows:
+        last_seqs[chat_id] = (last_seq, last_rev)
         if other_id == user_id:
             chats.setdefault(user_id, []).append(chat_id)
         else:

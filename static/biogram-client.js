@@ -34,11 +34,21 @@
  * with a fresh token after the server's `token_expired`. A silent connection
  * is pinged, and dropped if it stays silent.
  *
- * Resume. After every `connect` frame the client sends `sync` with the last seq
- * it holds of each chat (see track()). Messages, replayed or live, are emitted
- * once each, in seq order per chat: a duplicate (a seq, so a message id, already
- * delivered) is dropped, a message after a gap is held back and a `sync` asked
- * for that chat.
+ * Resume. After every `connect` frame the client sends `sync` with what it
+ * holds of each chat, its last seq and its rev (see track()). New messages,
+ * replayed or live, are emitted once each, in seq order per chat: a duplicate
+ * (a seq, so a message id, already delivered) is dropped, a message after a gap
+ * is held back and a `sync` asked for that chat.
+ *
+ * The chat's log (protocol version 2). Every change of a chat's messages (a new
+ * message, an edit, a deletion, a restore, a reaction) has the chat's next
+ * `rev`. The client keeps, per chat, the rev up to which it holds every change,
+ * and for each message the copy with the highest rev: an `update` or `delete`
+ * older than the copy held is dropped, a newer one is emitted, and a rev that
+ * jumps asks `sync` for that chat. When `sync` says more is left (`hasMore`) the
+ * client pages the rest from `GET /api/chats/{id}/changes/?since=` before it
+ * emits `synced`. freshest(message) gives the app the newest copy of a message
+ * it got from REST meanwhile.
  *
  * Outbox. send() queues the message with a fresh clientMessageId and returns
  * it; it is sent whenever a connection is up (again on every reconnect, with
@@ -49,22 +59,35 @@
  * member...) leaves the outbox with a `failed` event; `rate_limited` and
  * `unavailable` are retried.
  *
- * Methods: connect(), close(), reconnectNow(), send(chatId, text), pending(chatId),
- * typing(chatId), stopTyping(chatId), read(chatId, messageId?), track(chatId, seq),
- * lastSeqOf(chatId), on(event, fn). Read-only fields: state, userId, connectionId.
- * The rest is internal.
+ * Changes. edit(), deleteMessage() and react() are sent at once when connected
+ * (they answer false otherwise: they are not kept for later, so that a stale
+ * edit never overwrites a newer one); their effect comes back as `update` or
+ * `delete` like anyone else's, and a refusal as `error` (ref "edit", "delete",
+ * "react"). delivered(chatId, seq) reports what the app has shown; the client
+ * sends the latest position per chat, at most every deliveredThrottleMs.
+ *
+ * Methods: connect(), close(), reconnectNow(), send(chatId, text, {replyTo}),
+ * pending(chatId), edit(chatId, messageId, text), deleteMessage(chatId, messageId),
+ * react(chatId, messageId, emoji, on), delivered(chatId, seq), typing(chatId),
+ * stopTyping(chatId), read(chatId, messageId?), track(chatId, seq, rev?),
+ * lastSeqOf(chatId), revOf(chatId), freshest(message), on(event, fn). Read-only
+ * fields: state, userId, connectionId. The rest is internal.
  *
  * Events (client.on(name, fn) returns a function that unsubscribes):
  *   state {state, attempt, nextAttemptAt, reason}   ready (the `connect` frame's data)
  *   message (message, {replayed})   pending (item)   sent (item, message)   failed (item, error)
- *   typing   read   presence {userId, online}   chat {chatId, event}   delete {chatId, messageId}
- *   synced (the `sync` frame's chats)   error (an `error` frame's data)   unauthorized {code}
+ *   update (message)   delete {chatId, messageId, seq, rev}   delivered {chatId, userId, seq}
+ *   typing   read   presence {userId, online}   chat {chatId, event}
+ *   synced (the `sync` frame's chats, after any REST catch-up)   error (an `error` frame's data)
+ *   unauthorized {code}
  */
 
 export const CLOSE_UNAUTHORIZED = 4001;
 export const CLOSE_FORBIDDEN = 4003;
 const CLOSE_HEARTBEAT = 4000; // ours: the connection went silent
 const RETRYABLE = new Set(["rate_limited", "unavailable"]);
+const COPIES_KEPT = 20000; // messages whose latest copy is remembered (the oldest go first)
+const CHANGES_PAGE = 200;
 
 /** The wait before reconnect attempt `attempt` (0, 1, 2...): full jitter, capped. */
 export function backoffDelay(attempt, { baseMs = 500, capMs = 30000, random = Math.random } = {}) {
@@ -126,6 +149,8 @@ export class BiogramSocket {
    *   the server's 3 s expiry counts from the last frame, so keep it well under that
    * @param {Storage} [options.storage] where the outbox is kept (e.g. localStorage)
    * @param {string} [options.storageKey] its key there; one per user
+   * @param {string} [options.apiBase] the REST API's root, for the changes after a long absence
+   * @param {number} [options.deliveredThrottleMs] at most one `delivered` per chat this often
    */
   constructor({
     url,
@@ -137,7 +162,10 @@ export class BiogramSocket {
     typingThrottleMs = 500,
     storage = null,
     storageKey = "biogram-outbox",
+    apiBase = "/api",
+    deliveredThrottleMs = 500,
     WebSocketImpl = globalThis.WebSocket,
+    fetchImpl = null,
     random = Math.random,
   } = {}) {
     this.url = url || defaultUrl();
@@ -149,7 +177,10 @@ export class BiogramSocket {
     this.typingThrottleMs = typingThrottleMs;
     this.storage = storage;
     this.storageKey = storageKey;
+    this.apiBase = apiBase;
+    this.deliveredThrottleMs = deliveredThrottleMs;
     this.WebSocketImpl = WebSocketImpl;
+    this.fetchImpl = fetchImpl || ((...args) => globalThis.fetch(...args));
 
     this.state = "offline";
     this.userId = null;
@@ -163,12 +194,18 @@ export class BiogramSocket {
     this.stopped = true;
     this.closeReason = null;
     this.token = null;
-    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null };
+    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null, delivered: null };
     this.lastFrameAt = 0;
     this.pingSentAt = null;
 
     this.lastSeq = new Map(); // chatId -> the highest seq delivered without a gap
     this.held = new Map(); // chatId -> Map(seq -> message) waiting for a gap to fill
+    this.revs = new Map(); // chatId -> the rev up to which every change is held
+    this.revsAhead = new Map(); // chatId -> Set of revs received past a gap
+    this.copies = new Map(); // messageId -> the copy with the highest rev seen
+    this.catchingUp = new Set(); // chat ids being paged from REST after a `sync`
+    this.deliveredWanted = new Map(); // chatId -> the highest seq shown, to report
+    this.deliveredSent = new Map(); // chatId -> {seq, at} of the last report
     this.syncRequests = []; // chat ids of each `sync` in flight, oldest first
     this.outbox = this.loadOutbox();
     this.reads = new Map(); // chatId -> messageId (null: the latest) to send when connected
@@ -300,7 +337,8 @@ export class BiogramSocket {
     clearTimeout(this.timers.refresh);
     clearInterval(this.timers.heartbeat);
     clearTimeout(this.timers.outbox);
-    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = null;
+    clearTimeout(this.timers.delivered);
+    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = this.timers.delivered = null;
   }
 
   scheduleReconnect() {
@@ -333,7 +371,8 @@ export class BiogramSocket {
     clearTimeout(this.timers.refresh);
     clearInterval(this.timers.heartbeat);
     clearTimeout(this.timers.outbox);
-    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null };
+    clearTimeout(this.timers.delivered);
+    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null, delivered: null };
   }
 
   setState(state, { reason = null } = {}) {
@@ -366,6 +405,12 @@ export class BiogramSocket {
       case "message":
         if (data.message) this.receiveMessage(data.message);
         break;
+      case "update":
+        if (data.message) this.receiveUpdate(data.message);
+        break;
+      case "delete":
+        this.receiveDelete(data);
+        break;
       case "sync":
         this.synced(data.chats || {});
         break;
@@ -376,6 +421,8 @@ export class BiogramSocket {
         if (data.event === "removed") {
           this.lastSeq.delete(data.chatId);
           this.held.delete(data.chatId);
+          this.revs.delete(data.chatId);
+          this.revsAhead.delete(data.chatId);
         }
         this.emit("chat", data);
         break;
@@ -384,7 +431,7 @@ export class BiogramSocket {
         break;
       case "typing":
       case "read":
-      case "delete":
+      case "delivered":
         this.emit(frame.type, data);
         break;
       default:
@@ -401,17 +448,19 @@ export class BiogramSocket {
     this.emit("ready", data);
     const member = new Set(data.chats || []);
     const chats = {};
-    for (const [chatId, seq] of this.lastSeq) {
-      if (member.has(chatId)) chats[chatId] = String(seq);
+    for (const chatId of this.lastSeq.keys()) {
+      if (member.has(chatId)) chats[chatId] = this.heldPosition(chatId);
     }
     if (Object.keys(chats).length) this.requestSync(chats);
     this.flushOutbox();
     this.flushReads();
+    this.flushDelivered();
     this.scheduleRefresh(data.tokenExpiresAt);
     this.startHeartbeat();
   }
 
-  receiveMessage(message) {
+  /** A `message` frame (live or replayed), or a message first heard of otherwise. */
+  receiveMessage(message, { live = true } = {}) {
     if (message.senderId === this.userId && message.clientMessageId) {
       const index = this.outbox.findIndex((i) => i.clientMessageId === message.clientMessageId);
       if (index >= 0) {
@@ -420,28 +469,125 @@ export class BiogramSocket {
         this.emit("sent", item, message);
       }
     }
+    if (live) this.noteRev(message.chatId, message.rev);
+    const newer = this.keep(message);
     const chatId = message.chatId;
     const seq = Number(message.seq);
     const last = this.lastSeq.get(chatId);
     if (last === undefined) {
       this.deliver(message, seq);
     } else if (seq <= last) {
-      // A duplicate: replayed and live, or a retry's echo.
+      // A duplicate (replayed and live, or a retry's echo), or a newer state of one.
+      if (newer) this.emit("update", this.copies.get(message.id));
     } else if (seq === last + 1) {
       this.deliver(message, seq);
       this.drainHeld(chatId);
     } else {
       if (!this.held.has(chatId)) this.held.set(chatId, new Map());
       this.held.get(chatId).set(seq, message);
-      if (!this.syncRequests.some((ids) => ids.includes(chatId))) {
-        this.requestSync({ [chatId]: String(last) });
-      }
+      if (!this.syncing(chatId)) this.requestSync({ [chatId]: this.heldPosition(chatId) });
     }
+  }
+
+  /** An `update`: an existing message edited, restored, or its reactions changed. */
+  receiveUpdate(message, { live = true } = {}) {
+    if (live) this.noteRev(message.chatId, message.rev);
+    const last = this.lastSeq.get(message.chatId);
+    if (last !== undefined && Number(message.seq) > last) {
+      // Its `message` frame was missed (a gap filled by the server): new to the app.
+      this.receiveMessage(message, { live: false });
+    } else if (this.keep(message)) {
+      this.emit("update", message);
+    }
+  }
+
+  /** A `delete`: {chatId, messageId, seq, rev}. */
+  receiveDelete(data, { live = true } = {}) {
+    if (live) this.noteRev(data.chatId, data.rev);
+    const known = this.copies.get(data.messageId);
+    const copy = {
+      ...(known || { chatId: data.chatId, senderId: null, clientMessageId: null }),
+      id: data.messageId,
+      seq: data.seq,
+      rev: data.rev,
+      deleted: true,
+      text: null,
+      reactions: [],
+    };
+    const last = this.lastSeq.get(data.chatId);
+    if (last !== undefined && Number(data.seq) > last) {
+      this.receiveMessage(copy, { live: false });
+    } else if (this.keep(copy)) {
+      this.emit("delete", data);
+    }
+  }
+
+  /** Remember `copy` if it is newer than the one held; whether it was. */
+  keep(copy) {
+    if (!copy.id || copy.rev === undefined) return true; // a server older than the chat log
+    const known = this.copies.get(copy.id);
+    if (known && Number(known.rev) >= Number(copy.rev)) return false;
+    this.copies.delete(copy.id); // re-inserted last: the oldest are forgotten first
+    this.copies.set(copy.id, copy);
+    if (this.copies.size > COPIES_KEPT) {
+      for (const id of [...this.copies.keys()].slice(0, COPIES_KEPT / 4)) this.copies.delete(id);
+    }
+    return true;
+  }
+
+  /** The newest copy of a message the app got from REST: its own, or a later one heard live. */
+  freshest(message) {
+    this.keep(message);
+    const known = this.copies.get(message.id);
+    return known && Number(known.rev) > Number(message.rev) ? known : message;
+  }
+
+  /** A live frame of the chat's log took `rev`: advance, or ask `sync` across a jump. */
+  noteRev(chatId, rev) {
+    rev = Number(rev);
+    if (!rev) return;
+    const held = this.revs.get(chatId);
+    if (held === undefined) {
+      this.revs.set(chatId, rev);
+      return;
+    }
+    if (rev <= held) return;
+    if (!this.revsAhead.has(chatId)) this.revsAhead.set(chatId, new Set());
+    this.revsAhead.get(chatId).add(rev);
+    this.absorbRevs(chatId);
+    if (this.revsAhead.has(chatId) && !this.syncing(chatId)) {
+      this.requestSync({ [chatId]: this.heldPosition(chatId) });
+    }
+  }
+
+  /** Raise a chat's rev to `rev` (never lowers it) and take in what was received past it. */
+  absorbRevs(chatId, rev = 0) {
+    let held = Math.max(this.revs.get(chatId) || 0, Number(rev) || 0);
+    const ahead = this.revsAhead.get(chatId);
+    if (ahead) {
+      while (ahead.has(held + 1)) held += 1;
+      for (const r of ahead) if (r <= held) ahead.delete(r);
+      if (!ahead.size) this.revsAhead.delete(chatId);
+    }
+    this.revs.set(chatId, held);
+  }
+
+  /** What `sync` says the client holds of a chat: {seq, rev}, or the seq alone. */
+  heldPosition(chatId) {
+    const seq = String(this.lastSeq.get(chatId) ?? 0);
+    const rev = this.revs.get(chatId);
+    return rev === undefined ? seq : { seq, rev: String(rev) };
+  }
+
+  syncing(chatId) {
+    return this.catchingUp.has(chatId) || this.syncRequests.some((ids) => ids.includes(chatId));
   }
 
   deliver(message, seq) {
     this.lastSeq.set(message.chatId, seq);
-    this.emit("message", message, { replayed: this.syncRequests.length > 0 });
+    const copy = this.copies.get(message.id);
+    const freshest = copy && Number(copy.rev) > Number(message.rev) ? copy : message;
+    this.emit("message", freshest, { replayed: this.syncRequests.length > 0 });
   }
 
   drainHeld(chatId, { acceptGap = false } = {}) {
@@ -462,13 +608,78 @@ export class BiogramSocket {
     if (this.transmit("sync", { chats })) this.syncRequests.push(Object.keys(chats));
   }
 
-  synced(summary) {
+  async synced(summary) {
     const asked = this.syncRequests.shift() || Object.keys(summary);
+    const serial = this.serial;
+    const more = [];
     for (const chatId of asked) {
-      // What is still held after the replay cannot be filled (hasMore): show it anyway.
+      const entry = summary[chatId];
+      if (entry && entry.rev !== undefined) this.absorbRevs(chatId, entry.rev);
+      if (entry && entry.hasMore) more.push(chatId);
+      else this.drainHeld(chatId, { acceptGap: true }); // what cannot be filled: show it anyway
+    }
+    for (const chatId of more) {
+      if (await this.catchUp(chatId, summary[chatId].rev, serial)) {
+        summary[chatId] = { ...summary[chatId], hasMore: false, rev: String(this.revs.get(chatId)) };
+      }
       this.drainHeld(chatId, { acceptGap: true });
     }
+    for (const chatId of asked) {
+      if (this.revsAhead.has(chatId) && !this.syncing(chatId) && serial === this.serial) {
+        this.requestSync({ [chatId]: this.heldPosition(chatId) }); // a jump the sync did not cover
+      }
+    }
     this.emit("synced", summary);
+  }
+
+  /** Page a chat's changes since `since` from REST (after a `sync` with more left); whether
+   * everything came. New messages go out in seq order, other messages as update or delete. */
+  async catchUp(chatId, since, serial) {
+    this.catchingUp.add(chatId);
+    try {
+      let rev = since;
+      for (;;) {
+        const page = await this.api(
+          `/chats/${encodeURIComponent(chatId)}/changes/?since=${rev}&limit=${CHANGES_PAGE}`,
+        );
+        if (serial !== this.serial) return false;
+        const last = this.lastSeq.get(chatId) ?? 0;
+        const fresh = page.results.filter((m) => Number(m.seq) > last);
+        fresh.sort((a, b) => Number(a.seq) - Number(b.seq));
+        for (const message of fresh) this.receiveMessage(message, { live: false });
+        for (const message of page.results) {
+          if (Number(message.seq) > last) continue;
+          if (message.deleted) {
+            const { id: messageId, seq, rev: changed } = message;
+            this.receiveDelete({ chatId, messageId, seq, rev: changed }, { live: false });
+          } else {
+            this.receiveUpdate(message, { live: false });
+          }
+        }
+        this.drainHeld(chatId, { acceptGap: true });
+        rev = page.rev;
+        if (!page.hasMore) break;
+      }
+      this.absorbRevs(chatId, rev);
+      return true;
+    } catch (error) {
+      console.warn("biogram: the changes of chat", chatId, "could not be loaded", error);
+      return false;
+    } finally {
+      this.catchingUp.delete(chatId);
+    }
+  }
+
+  /** A GET of the REST API, with the socket's token when there is one (else the session). */
+  async api(path) {
+    const headers = { Accept: "application/json" };
+    if (this.getToken) headers.Authorization = `Bearer ${await this.freshToken()}`;
+    const response = await this.fetchImpl(this.apiBase + path, {
+      headers,
+      credentials: "same-origin",
+    });
+    if (!response.ok) throw new Error(`GET ${path} answered ${response.status}`);
+    return response.json();
   }
 
   receiveError(data) {
@@ -541,12 +752,14 @@ export class BiogramSocket {
 
   // ---------------------------------------------------------------- outgoing
 
-  /** Queue a message; it is sent now if connected, else on the next connection. */
-  send(chatId, text) {
+  /** Queue a message (`replyTo`: the id of the message it answers); it is sent now if
+   * connected, else on the next connection. */
+  send(chatId, text, { replyTo = null } = {}) {
     const item = {
       clientMessageId: newClientMessageId(),
       chatId: String(chatId),
       text,
+      replyTo: replyTo === null ? null : String(replyTo),
       createdAt: new Date().toISOString(),
       sentOn: null,
     };
@@ -579,17 +792,48 @@ export class BiogramSocket {
     if (this.typingSentAt.delete(chatId)) this.transmit("typing", { chatId, isTyping: false });
   }
 
+  /** Change the text of one's own message; false when not connected (nothing is kept). */
+  edit(chatId, messageId, text) {
+    if (!this.connected) return false;
+    return this.transmit("edit", { chatId: String(chatId), messageId: String(messageId), text });
+  }
+
+  /** Delete one's own message; false when not connected. */
+  deleteMessage(chatId, messageId) {
+    if (!this.connected) return false;
+    return this.transmit("delete", { chatId: String(chatId), messageId: String(messageId) });
+  }
+
+  /** Add (or with on = false, take back) one's reaction; false when not connected. */
+  react(chatId, messageId, emoji, on = true) {
+    if (!this.connected) return false;
+    const data = { chatId: String(chatId), messageId: String(messageId), emoji, on };
+    return this.transmit("react", data);
+  }
+
+  /** The app has shown chat `chatId` up to `seq`: reported (the latest, throttled). */
+  delivered(chatId, seq) {
+    chatId = String(chatId);
+    seq = Number(seq);
+    const sent = this.deliveredSent.get(chatId);
+    if ((sent && sent.seq >= seq) || (this.deliveredWanted.get(chatId) || 0) >= seq) return;
+    this.deliveredWanted.set(chatId, seq);
+    this.flushDelivered();
+  }
+
   /** Mark a chat read up to `messageId` (default: its latest message); sent when connected. */
   read(chatId, messageId = null) {
     this.reads.set(String(chatId), messageId === null ? null : String(messageId));
     this.flushReads();
   }
 
-  /** Say the app holds chat `chatId` up to `seq` (from REST): sync starts after it. */
-  track(chatId, seq) {
+  /** Say the app holds chat `chatId` up to `seq`, and its changes up to `rev` (from REST: the
+   * chat object's rev, read before its messages): sync starts after them. */
+  track(chatId, seq, rev = null) {
     chatId = String(chatId);
     const current = this.lastSeq.get(chatId);
     if (current === undefined || Number(seq) > current) this.lastSeq.set(chatId, Number(seq));
+    if (rev !== null && rev !== undefined) this.absorbRevs(chatId, rev);
     this.drainHeld(chatId);
   }
 
@@ -597,11 +841,16 @@ export class BiogramSocket {
     return this.lastSeq.get(String(chatId));
   }
 
+  revOf(chatId) {
+    return this.revs.get(String(chatId));
+  }
+
   flushOutbox() {
     if (!this.connected) return;
     for (const item of this.outbox) {
       if (item.sentOn === this.serial) continue;
       const data = { chatId: item.chatId, text: item.text, clientMessageId: item.clientMessageId };
+      if (item.replyTo) data.replyTo = item.replyTo;
       if (this.transmit("message", data)) item.sentOn = this.serial;
     }
   }
@@ -611,6 +860,29 @@ export class BiogramSocket {
     for (const [chatId, messageId] of this.reads) {
       const data = messageId === null ? { chatId } : { chatId, messageId };
       if (this.transmit("read", data)) this.reads.delete(chatId);
+    }
+  }
+
+  flushDelivered() {
+    if (!this.connected) return;
+    const now = Date.now();
+    let wait = 0;
+    for (const [chatId, seq] of this.deliveredWanted) {
+      const sent = this.deliveredSent.get(chatId);
+      const due = sent ? sent.at + this.deliveredThrottleMs : now;
+      if (due > now) {
+        wait = wait ? Math.min(wait, due - now) : due - now;
+      } else if (this.transmit("delivered", { chatId, seq: String(seq) })) {
+        this.deliveredSent.set(chatId, { seq, at: now });
+        this.deliveredWanted.delete(chatId);
+      }
+    }
+    if (wait && !this.timers.delivered) {
+      // A chat waits at most its throttle; one reported later waits longer than this timer.
+      this.timers.delivered = setTimeout(() => {
+        this.timers.delivered = null;
+        this.flushDelivered();
+      }, wait);
     }
   }
 
@@ -633,10 +905,11 @@ export class BiogramSocket {
 
   saveOutbox() {
     if (!this.storage) return;
-    const items = this.outbox.map(({ clientMessageId, chatId, text, createdAt }) => ({
+    const items = this.outbox.map(({ clientMessageId, chatId, text, replyTo, createdAt }) => ({
       clientMessageId,
       chatId,
       text,
+      replyTo: replyTo || null,
       createdAt,
     }));
     try {

@@ -3,14 +3,23 @@
  *
  * The socket (connect, reconnect, sync, outbox, token refresh) is
  * biogram-client.js; this file only draws what it reports. REST calls (chat
- * list, history pages, user search, new chats) go with the Django session and
- * its CSRF token. Every piece of user text reaches the DOM as text: nodes are
- * built with el() below, never from HTML strings.
+ * list, history pages, user search, new chats, a replied-to message not on
+ * screen) go with the Django session and its CSRF token. Every piece of user
+ * text reaches the DOM as text: nodes are built with el() below, never from
+ * HTML strings.
+ *
+ * Each bubble has a menu (⋯): reactions, reply, and on one's own messages
+ * edit and delete. The composer then edits or replies (a bar above it says
+ * which; Escape or Cancel ends it). Under each of one's own messages a tick
+ * says Sent (✓), Delivered (✓✓) or Seen (blue ✓✓), for every other member;
+ * under the latest, "Delivered to N" / "Seen by N" in a group.
  */
 
 import { BiogramSocket, sessionTokenSource } from "./biogram-client.js";
 
 const PAGE_SIZE = 40;
+const QUICK_EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
+const SNIPPET = 80;
 const boot = JSON.parse(document.getElementById("biogram-boot").textContent);
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
 const me = boot.userId;
@@ -29,6 +38,9 @@ const typists = new Map(); // chatId -> Map(userId -> timer)
 let openChatId = null;
 let openSerial = 0; // discards answers for a chat that is no longer open
 const history = { oldestSeq: null, hasMore: false, loading: false };
+const shown = new Map(); // messageId -> the message shown in the open chat (its newest copy)
+const originals = new Map(); // messageId -> a replied-to message fetched because it is not shown
+const composer = { mode: null, message: null }; // mode: "edit" | "reply" | null
 
 // ---------------------------------------------------------------- helpers
 
@@ -105,7 +117,12 @@ function upsertChat(chat) {
     }
   }
   chats.set(chat.id, chat);
-  if (chat.id !== openChatId) client.track(chat.id, chat.lastMessage ? chat.lastMessage.seq : 0);
+  const seq = chat.lastMessage ? chat.lastMessage.seq : 0;
+  if (chat.id !== openChatId) client.track(chat.id, seq, chat.rev);
+  const self = chat.members.find((m) => m.id === me);
+  if (chat.lastMessage && (!self || Number(self.lastDeliveredSeq || 0) < Number(seq))) {
+    client.delivered(chat.id, seq); // shown in the chat list, and not yet reported
+  }
   return chat;
 }
 
@@ -208,31 +225,283 @@ function renderChatHeader(chat) {
   $("chat-presence").className = isOnline(chat) ? "presence online" : "presence";
 }
 
+function snippet(text) {
+  return text.length > SNIPPET ? `${text.slice(0, SNIPPET - 1)}…` : text;
+}
+
 function messageNode(message) {
   const mine = message.senderId === me;
   const chat = chats.get(message.chatId);
-  return el(
+  const node = el(
     "li",
     {
       class: `message ${mine ? "mine" : "theirs"}${message.deleted ? " deleted" : ""}`,
-      dataset: { id: message.id, seq: message.seq, clientId: message.clientMessageId || "" },
+      dataset: {
+        id: message.id,
+        seq: message.seq,
+        rev: message.rev || "0",
+        clientId: message.clientMessageId || "",
+        replyTo: message.replyTo ? message.replyTo.id : "",
+      },
     },
     !mine && chat && !chat.isDirect
       ? el("span", { class: "sender" }, usernameOf(message.senderId))
       : null,
+    message.replyTo ? quoteNode(message) : null,
     el("span", { class: "text" }, message.deleted ? "Message deleted" : message.text),
-    el("span", { class: "meta" }, el("time", { datetime: message.createdAt }, timeOf(message.createdAt))),
+    reactionsNode(message),
+    el(
+      "span",
+      { class: "meta" },
+      message.editedAt && !message.deleted ? el("span", { class: "edited" }, "edited") : null,
+      el("time", { datetime: message.createdAt }, timeOf(message.createdAt)),
+      mine && !message.deleted ? el("span", { class: "tick", dataset: { state: "sent" } }) : null,
+    ),
+    message.deleted
+      ? null
+      : el(
+          "button",
+          {
+            type: "button",
+            class: "menu-button",
+            "aria-label": "Message actions",
+            "aria-haspopup": "true",
+            onclick: (event) => {
+              event.stopPropagation();
+              openMenu(node, message);
+            },
+          },
+          "⋯",
+        ),
+  );
+  return node;
+}
+
+/** The quoted original of a reply: who and what, or that it was deleted; click to go there. */
+function quoteNode(message) {
+  const id = message.replyTo.id;
+  const original = shown.get(id) || originals.get(id);
+  let who = "";
+  let what = "…";
+  if (original) {
+    who = original.senderId === me ? "You" : usernameOf(original.senderId);
+    what = original.deleted ? "Original deleted" : snippet(original.text);
+  } else {
+    fetchOriginal(message.chatId, id);
+  }
+  return el(
+    "button",
+    {
+      type: "button",
+      class: original && original.deleted ? "quote gone" : "quote",
+      dataset: { quotes: id },
+      onclick: () => scrollToMessage(id),
+    },
+    who ? el("span", { class: "quote-sender" }, who) : null,
+    el("span", { class: "quote-text" }, what),
   );
 }
 
-/** Insert a message in seq order; a message already shown is left as it is. */
+async function fetchOriginal(chatId, messageId) {
+  if (originals.has(messageId)) return;
+  originals.set(messageId, null); // asked once
+  try {
+    const message = client.freshest(await api(`/api/chats/${chatId}/messages/${messageId}/`));
+    originals.set(messageId, message);
+    refreshQuotes(messageId);
+  } catch (error) {
+    console.warn("biogram: message", messageId, error);
+  }
+}
+
+function refreshQuotes(messageId) {
+  for (const node of $("message-list").querySelectorAll(
+    `li[data-reply-to="${CSS.escape(messageId)}"]`,
+  )) {
+    const message = shown.get(node.dataset.id);
+    if (message) node.querySelector(".quote").replaceWith(quoteNode(message));
+  }
+}
+
+/** Go to a message of the open chat, loading older pages until it is there. */
+async function scrollToMessage(messageId) {
+  const find = () => $("message-list").querySelector(`li[data-id="${CSS.escape(messageId)}"]`);
+  for (let pages = 0; !find() && history.hasMore && pages < 20; pages += 1) await loadOlder();
+  const node = find();
+  if (!node) return;
+  node.scrollIntoView({ block: "center" });
+  node.classList.add("flash");
+  setTimeout(() => node.classList.remove("flash"), 1500);
+}
+
+function reactionsNode(message) {
+  const reactions = message.deleted ? [] : message.reactions || [];
+  if (!reactions.length) return null;
+  return el(
+    "span",
+    { class: "reactions" },
+    reactions.map(({ emoji, userIds }) => {
+      const mine = userIds.includes(me);
+      const names = userIds.map((id) => (id === me ? "you" : usernameOf(id))).join(", ");
+      return el(
+        "button",
+        {
+          type: "button",
+          class: mine ? "reaction mine" : "reaction",
+          title: names,
+          "aria-pressed": mine ? "true" : "false",
+          dataset: { emoji },
+          onclick: () => react(message, emoji, !mine),
+        },
+        `${emoji} ${userIds.length}`,
+      );
+    }),
+  );
+}
+
+function react(message, emoji, on) {
+  if (!client.react(message.chatId, message.id, emoji, on)) notice("Offline: try again once connected.");
+}
+
+// ---------------------------------------------------------------- a bubble's menu
+
+let menu = null; // {node, element}
+
+function closeMenu() {
+  if (menu) menu.element.remove();
+  menu = null;
+}
+
+function openMenu(node, message) {
+  const again = menu && menu.node === node;
+  closeMenu();
+  if (again) return;
+  const current = shown.get(message.id) || message;
+  const mine = current.senderId === me;
+  const myEmoji = new Set(
+    (current.reactions || []).filter((r) => r.userIds.includes(me)).map((r) => r.emoji),
+  );
+  const item = (label, action, extra = {}) =>
+    el(
+      "button",
+      {
+        type: "button",
+        role: "menuitem",
+        ...extra,
+        onclick: (event) => {
+          event.stopPropagation();
+          action(event);
+        },
+      },
+      label,
+    );
+  const element = el(
+    "div",
+    { class: "message-menu", role: "menu" },
+    el(
+      "div",
+      { class: "emoji-picker", "aria-label": "React" },
+      QUICK_EMOJI.map((emoji) =>
+        item(emoji, () => {
+          closeMenu();
+          react(current, emoji, !myEmoji.has(emoji));
+        }, { class: myEmoji.has(emoji) ? "pick mine" : "pick", dataset: { emoji } }),
+      ),
+    ),
+    item("Reply", () => {
+      closeMenu();
+      startComposer("reply", current);
+    }, { class: "reply" }),
+    mine
+      ? item("Edit", () => {
+          closeMenu();
+          startComposer("edit", current);
+        }, { class: "edit" })
+      : null,
+    mine
+      ? item("Delete", (event) => {
+          const button = event.currentTarget;
+          if (!button.classList.contains("confirm")) {
+            button.classList.add("confirm");
+            button.textContent = "Delete for everyone?";
+            return;
+          }
+          closeMenu();
+          if (!client.deleteMessage(current.chatId, current.id)) {
+            notice("Offline: try again once connected.");
+          }
+        }, { class: "delete" })
+      : null,
+  );
+  node.append(element);
+  menu = { node, element };
+}
+
+document.addEventListener("click", (event) => {
+  if (menu && !menu.element.contains(event.target)) closeMenu();
+});
+
+function notice(text) {
+  const box = $("notice");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(notice.timer);
+  notice.timer = setTimeout(() => {
+    box.hidden = true;
+  }, 4000);
+}
+
+// ---------------------------------------------------------------- composer: edit and reply
+
+function startComposer(mode, message) {
+  composer.mode = mode;
+  composer.message = message;
+  const who = message.senderId === me ? "yourself" : usernameOf(message.senderId);
+  $("composer-context-text").textContent =
+    mode === "edit" ? "Editing your message" : `Replying to ${who}: ${snippet(message.text)}`;
+  $("composer-context").hidden = false;
+  const box = $("composer-text");
+  if (mode === "edit") box.value = message.text;
+  box.focus();
+}
+
+function endComposer() {
+  if (composer.mode === "edit") $("composer-text").value = "";
+  composer.mode = null;
+  composer.message = null;
+  $("composer-context").hidden = true;
+}
+
+/** Insert a message in seq order; a message already shown is replaced by a newer copy only. */
 function showMessage(message) {
   const list = $("message-list");
-  if (list.querySelector(`li[data-id="${CSS.escape(message.id)}"]`)) return;
+  message = client.freshest(message);
+  const existing = list.querySelector(`li[data-id="${CSS.escape(message.id)}"]`);
+  if (existing) {
+    if (Number(message.rev || 0) > Number(existing.dataset.rev)) replaceMessage(message);
+    return;
+  }
+  shown.set(message.id, message);
   const node = messageNode(message);
   const seq = Number(message.seq);
   const after = [...list.children].find((li) => Number(li.dataset.seq) > seq);
   list.insertBefore(node, after || null);
+  refreshQuotes(message.id);
+}
+
+/** Draw a newer copy of a message already shown (edited, deleted, restored, reactions). */
+function replaceMessage(message) {
+  const node = $("message-list").querySelector(`li[data-id="${CSS.escape(message.id)}"]`);
+  if (!node || Number(message.rev || 0) <= Number(node.dataset.rev)) return;
+  shown.set(message.id, message);
+  if (menu && menu.node === node) closeMenu();
+  node.replaceWith(messageNode(message));
+  if (composer.message && composer.message.id === message.id) {
+    if (message.deleted) endComposer();
+    else composer.message = message;
+  }
+  refreshQuotes(message.id);
+  renderReceipt();
 }
 
 function showPending(item) {
@@ -250,17 +519,34 @@ function pendingNode(clientMessageId) {
   return $("pending-list").querySelector(`li[data-client-id="${CSS.escape(clientMessageId)}"]`);
 }
 
-/** "Seen" (direct) or "Seen by N" (group) under my latest message. */
+/** Each of my messages' tick (Sent, Delivered, Seen: by every other member), and under the
+ * latest one "Sent", "Delivered" / "Delivered to N", "Seen" / "Seen by N". */
 function renderReceipt() {
   document.querySelectorAll("#message-list .receipt").forEach((node) => node.remove());
   const chat = chats.get(openChatId);
   const mine = [...$("message-list").querySelectorAll("li.mine")];
   if (!chat || !mine.length) return;
+  const members = others(chat);
+  const readSeq = (m) => Number(m.lastReadSeq || 0);
+  const deliveredSeq = (m) => Math.max(Number(m.lastDeliveredSeq || 0), readSeq(m));
+  for (const node of mine) {
+    const tick = node.querySelector(".tick");
+    if (!tick) continue;
+    const seq = Number(node.dataset.seq);
+    let state = "sent";
+    if (members.length && members.every((m) => readSeq(m) >= seq)) state = "seen";
+    else if (members.length && members.every((m) => deliveredSeq(m) >= seq)) state = "delivered";
+    tick.dataset.state = state;
+    tick.textContent = state === "sent" ? "✓" : "✓✓";
+    tick.title = state[0].toUpperCase() + state.slice(1);
+  }
   const latest = mine[mine.length - 1];
   const seq = Number(latest.dataset.seq);
-  const readers = others(chat).filter((m) => Number(m.lastReadSeq || 0) >= seq).length;
+  const readers = members.filter((m) => readSeq(m) >= seq).length;
+  const reached = members.filter((m) => deliveredSeq(m) >= seq).length;
   let text = "Sent";
   if (readers) text = chat.isDirect ? "Seen" : `Seen by ${readers}`;
+  else if (reached) text = chat.isDirect ? "Delivered" : `Delivered to ${reached}`;
   latest.querySelector(".meta").append(el("span", { class: "receipt" }, text));
 }
 
@@ -325,6 +611,9 @@ async function openChat(chatId) {
   $("chat-box").hidden = false;
   $("message-list").replaceChildren();
   $("pending-list").replaceChildren();
+  shown.clear();
+  closeMenu();
+  endComposer();
   client.pending(chatId).forEach(showPending);
   $("history-status").textContent = "Loading…";
   renderChatList();
@@ -337,7 +626,10 @@ async function openChat(chatId) {
     history.hasMore = page.hasMore;
     history.oldestSeq = page.results.length ? page.results[0].seq : null;
     const last = page.results[page.results.length - 1];
-    if (last) client.track(chatId, last.seq);
+    if (last) {
+      client.track(chatId, last.seq);
+      client.delivered(chatId, last.seq);
+    }
     $("history-status").textContent = history.hasMore ? "" : "This is the start of the chat.";
   } catch (error) {
     if (serial === openSerial) $("history-status").textContent = "Could not load the history.";
@@ -409,6 +701,7 @@ client.on("message", (message) => {
     fetchChat(message.chatId);
     return;
   }
+  client.delivered(message.chatId, client.lastSeqOf(message.chatId) ?? message.seq);
   if (!chat.lastMessage || Number(message.seq) >= Number(chat.lastMessage.seq)) {
     chat.lastMessage = message;
   }
@@ -454,6 +747,9 @@ client.on("read", (data) => {
   if (!chat) return;
   const member = chat.members.find((m) => m.id === data.userId);
   if (member && Number(data.seq) > Number(member.lastReadSeq || 0)) member.lastReadSeq = data.seq;
+  if (member && Number(data.seq) > Number(member.lastDeliveredSeq || 0)) {
+    member.lastDeliveredSeq = data.seq; // a read is delivered too
+  }
   if (data.userId === me) {
     if (Number(data.seq) > Number(chat.lastReadSeq)) chat.lastReadSeq = data.seq;
     if (!chat.lastMessage || Number(chat.lastReadSeq) >= Number(chat.lastMessage.seq)) {
@@ -475,18 +771,39 @@ client.on("chat", ({ chatId, event }) => {
   else removeChat(chatId);
 });
 
-client.on("delete", ({ chatId, messageId }) => {
-  const chat = chats.get(chatId);
-  if (chat && chat.lastMessage && chat.lastMessage.id === messageId) {
-    chat.lastMessage = { ...chat.lastMessage, text: null, deleted: true };
+/** A newer copy of a message (an update, or a deletion as a copy): list preview and chat. */
+function changed(message) {
+  const chat = chats.get(message.chatId);
+  if (chat && chat.lastMessage && chat.lastMessage.id === message.id) {
+    chat.lastMessage = message;
     renderChatList();
   }
-  if (chatId !== openChatId) return;
-  const node = $("message-list").querySelector(`li[data-id="${CSS.escape(messageId)}"]`);
-  if (node) {
-    node.classList.add("deleted");
-    node.querySelector(".text").textContent = "Message deleted";
+  if (originals.get(message.id)) originals.set(message.id, message);
+  if (message.chatId !== openChatId) return;
+  if (shown.has(message.id)) replaceMessage(message);
+  else refreshQuotes(message.id); // an original not on screen, quoted by a reply that is
+}
+
+client.on("update", changed);
+
+client.on("delete", ({ chatId, messageId, seq, rev }) => {
+  const chat = chats.get(chatId);
+  const known =
+    shown.get(messageId) ||
+    originals.get(messageId) ||
+    (chat && chat.lastMessage && chat.lastMessage.id === messageId ? chat.lastMessage : null);
+  const base = known || { id: messageId, chatId, senderId: null, createdAt: new Date().toISOString() };
+  changed({ ...base, seq, rev, deleted: true, text: null, reactions: [] });
+});
+
+client.on("delivered", (data) => {
+  const chat = chats.get(data.chatId);
+  if (!chat) return;
+  const member = chat.members.find((m) => m.id === data.userId);
+  if (member && Number(data.seq) > Number(member.lastDeliveredSeq || 0)) {
+    member.lastDeliveredSeq = data.seq;
   }
+  if (data.chatId === openChatId) renderReceipt();
 });
 
 client.on("synced", (summary) => {
@@ -510,15 +827,37 @@ $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const box = $("composer-text");
   if (!openChatId || !box.value.trim()) return;
-  client.send(openChatId, box.value);
+  if (composer.mode === "edit") {
+    const message = composer.message;
+    if (box.value !== message.text && !client.edit(message.chatId, message.id, box.value)) {
+      notice("Offline: try again once connected.");
+      return;
+    }
+    endComposer();
+    return;
+  }
+  const replyTo = composer.mode === "reply" ? composer.message.id : null;
+  client.send(openChatId, box.value, { replyTo });
   box.value = "";
+  endComposer();
 });
 
 $("composer-text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("composer").requestSubmit();
+  } else if (event.key === "Escape" && composer.mode) {
+    endComposer();
   }
+});
+
+$("composer-context-cancel").addEventListener("click", () => {
+  endComposer();
+  $("composer-text").focus();
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeMenu();
 });
 
 $("composer-text").addEventListener("input", (event) => {

@@ -26,6 +26,17 @@ class IdField(serializers.Field):
         return str(value)
 
 
+class MessageIdField(IdField):
+    """A message id in a body: one that names no row is let through as 0, which the
+    services answer `not_found`, as on the socket."""
+
+    def to_internal_value(self, data):
+        try:
+            return protocol.parse_message_id(data, self.field_name or "messageId")
+        except MessagingError:
+            self.fail("invalid")
+
+
 class SeqField(IdField):
     default_error_messages = {"invalid": "Must be a seq: a string of digits."}
 
@@ -54,6 +65,20 @@ class MessageSendInput(serializers.Serializer):
     clientMessageId = serializers.CharField(  # noqa: N815
         required=False, allow_null=True, max_length=protocol.CLIENT_MESSAGE_ID_MAX
     )
+    replyTo = MessageIdField(required=False, allow_null=True)  # noqa: N815
+
+
+class MessageEditInput(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False, allow_blank=True, min_length=1)
+
+
+class DeliveredInput(serializers.Serializer):
+    seq = SeqField()
+
+
+class ChangesQuery(serializers.Serializer):
+    since = SeqField(required=False, default=0)
+    limit = serializers.IntegerField(required=False, min_value=1, default=50)
 
 
 class ReadInput(serializers.Serializer):
@@ -73,6 +98,17 @@ class MemberOutput(serializers.Serializer):
     id = IdField()
     username = serializers.CharField()
     lastReadSeq = serializers.CharField()  # noqa: N815
+    lastDeliveredSeq = serializers.CharField()  # noqa: N815
+
+
+class ReplyToOutput(serializers.Serializer):
+    id = serializers.CharField()
+    seq = serializers.CharField()
+
+
+class ReactionOutput(serializers.Serializer):
+    emoji = serializers.CharField()
+    userIds = serializers.ListField(child=serializers.CharField())  # noqa: N815
 
 
 class MessageOutput(serializers.Serializer):
@@ -81,11 +117,15 @@ class MessageOutput(serializers.Serializer):
     id = serializers.CharField()
     chatId = serializers.CharField()  # noqa: N815
     seq = serializers.CharField()
+    rev = serializers.CharField()
     senderId = serializers.CharField(allow_null=True)  # noqa: N815
     text = serializers.CharField(allow_null=True)
     clientMessageId = serializers.CharField(allow_null=True)  # noqa: N815
     createdAt = serializers.DateTimeField()  # noqa: N815
     deleted = serializers.BooleanField()
+    editedAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+    replyTo = ReplyToOutput(allow_null=True)  # noqa: N815
+    reactions = ReactionOutput(many=True)
 
     def to_representation(self, instance):
         return protocol.message_data(instance)
@@ -100,11 +140,27 @@ class ChatOutput(serializers.Serializer):
     lastMessage = MessageOutput(allow_null=True)  # noqa: N815
     unreadCount = serializers.IntegerField()  # noqa: N815
     lastReadSeq = serializers.CharField()  # noqa: N815
+    rev = serializers.CharField()
 
 
 class HistoryOutput(serializers.Serializer):
     results = MessageOutput(many=True)
     hasMore = serializers.BooleanField()  # noqa: N815
+
+
+class ChangesOutput(serializers.Serializer):
+    results = MessageOutput(many=True)
+    rev = serializers.CharField()
+    hasMore = serializers.BooleanField()  # noqa: N815
+
+
+class EditOutput(serializers.Serializer):
+    text = serializers.CharField()
+    editedAt = serializers.DateTimeField()  # noqa: N815
+
+
+class DeliveredOutput(serializers.Serializer):
+    seq = serializers.CharField()
 
 
 class ReadOutput(serializers.Serializer):
@@ -115,7 +171,7 @@ class ReadOutput(serializers.Serializer):
 
 def chat_data(chat, *, last_message, unread_count: int, read_seq: int) -> dict:
     """The chat object of the REST API (`chat` annotated by `selectors.chats_for_list`)."""
-    read_seqs = {receipt.user_id: receipt.seq for receipt in chat.read_receipts.all()}
+    receipts = {receipt.user_id: receipt for receipt in chat.read_receipts.all()}
     return {
         "id": str(chat.pk),
         "title": chat.title,
@@ -125,11 +181,15 @@ def chat_data(chat, *, last_message, unread_count: int, read_seq: int) -> dict:
             {
                 "id": str(m.user_id),
                 "username": m.user.username,
-                "lastReadSeq": str(read_seqs.get(m.user_id, 0)),
+                "lastReadSeq": str(receipts[m.user_id].seq if m.user_id in receipts else 0),
+                "lastDeliveredSeq": str(
+                    receipts[m.user_id].delivered_seq if m.user_id in receipts else 0
+                ),
             }
             for m in chat.memberships.all()
         ],
         "lastMessage": protocol.message_data(last_message) if last_message else None,
         "unreadCount": unread_count,
         "lastReadSeq": str(read_seq),
+        "rev": str(chat.last_rev),
     }

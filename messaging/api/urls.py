@@ -31,5 +31,23 @@ urlpatterns = [
         name="chat-member",
     ),
     path("chats/<id:chat_id>/messages/", views.MessageListView.as_view(), name="chat-messages"),
+    path(
+        "chats/<id:chat_id>/messages/<id:message_id>/",
+        views.MessageDetailView.as_view(),
+        name="chat-message",
+    ),
+    path(
+        "chats/<id:chat_id>/messages/<id:message_id>/edits/",
+        views.MessageEditsView.as_view(),
+        name="chat-message-edits",
+    ),
+    # `path`: an emoji may contain "/" (percent-encoded, decoded before routing).
+    path(
+        "chats/<id:chat_id>/messages/<id:message_id>/reactions/<path:emoji>/",
+        views.ReactionView.as_view(),
+        name="chat-message-reaction",
+    ),
+    path("chats/<id:chat_id>/changes/", views.ChangesView.as_view(), name="chat-changes"),
     path("chats/<id:chat_id>/read/", views.ReadView.as_view(), name="chat-read"),
+    path("chats/<id:chat_id>/delivered/", views.DeliveredView.as_view(), name="chat-delivered"),
 ]

@@ -8,11 +8,17 @@ from rest_framework.views import APIView
 from messaging import protocol, ratelimit, selectors, services
 from messaging.api.serializers import (
     DIGITS,
+    ChangesOutput,
+    ChangesQuery,
     ChatCreateInput,
     ChatOutput,
+    DeliveredInput,
+    DeliveredOutput,
+    EditOutput,
     HistoryOutput,
     HistoryQuery,
     MemberAddInput,
+    MessageEditInput,
     MessageOutput,
     MessageSendInput,
     ReadInput,
@@ -139,6 +145,7 @@ class MessageListView(APIView):
             chat_id=chat_id,
             text=data["text"],
             client_message_id=data.get("clientMessageId"),
+            reply_to=data.get("replyTo"),
         )
         return Response(
             protocol.message_data(message),
@@ -156,3 +163,103 @@ class ReadView(APIView):
             user=request.user, chat_id=chat_id, message_id=data.get("messageId")
         )
         return Response(protocol.read_position_data(receipt))
+
+
+class MessageDetailView(APIView):
+    """One message: read it, edit it or delete it (its author)."""
+
+    @extend_schema(operation_id="chats_message_retrieve", responses=MessageOutput)
+    def get(self, request, chat_id, message_id):
+        message = services.access_message(user=request.user, chat_id=chat_id, message_id=message_id)
+        return Response(protocol.message_data(message))
+
+    @extend_schema(request=MessageEditInput, responses=MessageOutput)
+    def patch(self, request, chat_id, message_id):
+        data = _validated(MessageEditInput, request.data)
+        ratelimit.check_message_rate(request.user.pk)
+        outcome = services.edit_message(
+            user=request.user, chat_id=chat_id, message_id=message_id, text=data["text"]
+        )
+        return Response(protocol.message_data(outcome.message))
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, chat_id, message_id):
+        ratelimit.check_message_rate(request.user.pk)
+        services.delete_own_message(user=request.user, chat_id=chat_id, message_id=message_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageEditsView(APIView):
+    """A message's texts, oldest first, the current one last."""
+
+    @extend_schema(responses=EditOutput(many=True))
+    def get(self, request, chat_id, message_id):
+        message = services.access_message(user=request.user, chat_id=chat_id, message_id=message_id)
+        return Response(selectors.edit_history(message))
+
+
+class ReactionView(APIView):
+    """The caller's reaction with one emoji (percent-encoded in the path) on a message."""
+
+    @extend_schema(request=None, responses=MessageOutput)
+    def put(self, request, chat_id, message_id, emoji):
+        return self._react(request, chat_id, message_id, emoji, on=True)
+
+    @extend_schema(request=None, responses=MessageOutput)
+    def delete(self, request, chat_id, message_id, emoji):
+        return self._react(request, chat_id, message_id, emoji, on=False)
+
+    def _react(self, request, chat_id, message_id, emoji, *, on: bool):
+        emoji = protocol.parse_emoji(emoji)
+        ratelimit.check_message_rate(request.user.pk)
+        outcome = services.react(
+            user=request.user, chat_id=chat_id, message_id=message_id, emoji=emoji, on=on
+        )
+        return Response(protocol.message_data(outcome.message))
+
+
+class ChangesView(APIView):
+    """The chat's log since a rev: each message changed (or new) after it, in its current state."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "since",
+                str,
+                pattern=DIGITS,
+                description="Only messages whose latest change is after this rev (default 0).",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1},
+                description="Page size, default 50, at most 200.",
+            ),
+        ],
+        responses=ChangesOutput,
+    )
+    def get(self, request, chat_id):
+        query = _validated(ChangesQuery, request.query_params)
+        chat = services.access_chat(user=request.user, chat_id=chat_id)
+        page = selectors.changes(
+            chat=chat,
+            since=query["since"],
+            limit=min(query["limit"], selectors.HISTORY_MAX_LIMIT),
+        )
+        rev = page.messages[-1].rev if page.messages else query["since"]
+        return Response(
+            {
+                "results": [protocol.message_data(m) for m in page.messages],
+                "rev": str(rev),
+                "hasMore": page.has_more,
+            }
+        )
+
+
+class DeliveredView(APIView):
+    """Move the caller's delivered position forward."""
+
+    @extend_schema(request=DeliveredInput, responses=DeliveredOutput)
+    def post(self, request, chat_id):
+        data = _validated(DeliveredInput, request.data)
+        position, _ = services.mark_delivered(user=request.user, chat_id=chat_id, seq=data["seq"])
+        return Response({"seq": str(position)})

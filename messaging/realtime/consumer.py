@@ -27,7 +27,7 @@ from messaging.realtime.flood import FloodGuard
 from messaging.realtime.loaders import connection_state
 from messaging.realtime.socket import SocketConsumer
 from messaging.realtime.typing_indicators import TypingIndicators
-from messaging.realtime.writer import writer
+from messaging.realtime.writer import change_writer, writer
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class ChatConsumer(SocketConsumer):
         self.connection_id = next(_connection_ids)
         self.chat_ids: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.delivered: dict[int, int] = {}  # chat id -> the highest seq reported as delivered
         self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
         self.online = False
@@ -105,7 +106,7 @@ class ChatConsumer(SocketConsumer):
             await self.channel_layer.group_add(events.user_group(self.user_key), self.channel_name)
             for chat_id in state.chat_ids:
                 group = events.chat_group(chat_id)
-                self.channel_layer.prime_order(group, state.last_seqs[chat_id])
+                self.channel_layer.prime_order(group, *state.positions[chat_id])
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.chat_ids.add(str(chat_id))
         except Exception:
@@ -174,11 +175,47 @@ class ChatConsumer(SocketConsumer):
             raise Forbidden("senderId is not the authenticated user.")
         self.flood.admit()
         message, created = await writer.store(
-            services.Outgoing(self.user, frame.chat_id, frame.text, frame.client_message_id)
+            services.Outgoing(
+                self.user, frame.chat_id, frame.text, frame.client_message_id, frame.reply_to
+            )
         )
         if not created:
             # A retry: the stored copy is this connection's acknowledgement.
             self.send_frame(protocol.message_frame(message))
+
+    async def on_edit(self, frame: protocol.Edit):
+        await self.change(
+            services.Change(
+                self.user, frame.chat_id, frame.message_id, services.Action.EDIT, text=frame.text
+            )
+        )
+
+    async def on_delete(self, frame: protocol.Delete):
+        await self.change(
+            services.Change(self.user, frame.chat_id, frame.message_id, services.Action.DELETE)
+        )
+
+    async def on_react(self, frame: protocol.React):
+        action = services.Action.REACT if frame.on else services.Action.UNREACT
+        await self.change(
+            services.Change(self.user, frame.chat_id, frame.message_id, action, emoji=frame.emoji)
+        )
+
+    async def change(self, change: services.Change) -> None:
+        """Edits, deletions and reactions count against the message rate like messages."""
+        self.flood.admit()
+        outcome = await change_writer.apply(change)
+        if not outcome.changed:
+            # Nothing changed, nothing announced: the current state answers this connection.
+            self.send_frame(outcome.frame)
+
+    async def on_delivered(self, frame: protocol.Delivered):
+        if frame.seq <= self.delivered.get(frame.chat_id, -1):
+            return  # this connection reported as much already: the position cannot move
+        position, _ = await socket_db.call(
+            services.mark_delivered, user=self.user, chat_id=frame.chat_id, seq=frame.seq
+        )
+        self.delivered[frame.chat_id] = position
 
     async def on_typing(self, frame: protocol.Typing):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
@@ -200,25 +237,28 @@ class ChatConsumer(SocketConsumer):
 
     async def on_sync(self, frame: protocol.Sync):
         summary = {}
-        for chat_id, after in frame.chats.items():
+        for chat_id, held in frame.chats.items():
             try:  # membership as the database has it now, not as this socket last heard
                 page = await socket_db.call(
-                    selectors.missed_messages,
+                    selectors.sync_page,
                     user=self.user,
                     chat_id=chat_id,
-                    after_seq=after,
+                    held=held,
                     limit=settings.SYNC_MAX_PER_CHAT,
                 )
             except NotMember:
                 self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
-            for message in page.messages:
-                self.send_frame(protocol.message_frame(message))
+            replay = [
+                *(protocol.message_frame(message) for message in page.new),
+                *(protocol.change_frame(message) for message in page.changed),
+            ]
+            for replayed in replay:
+                self.send_frame(replayed)
                 if self.outbox.backlog > self.outbox.limit // 2:
                     # A replay is our own burst, not a slow reader: wait for the socket.
                     await self.outbox.flushed()
-            last = page.messages[-1].seq if page.messages else after
-            summary[chat_id] = (last, page.has_more)
+            summary[chat_id] = (page.last_seq, page.rev, page.has_more)
         self.send_frame(protocol.sync_frame(summary))
 
     async def on_auth(self, frame: protocol.Auth):

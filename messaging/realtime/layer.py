@@ -21,9 +21,10 @@ Beyond Channels' layer API (`new_channel`, `send`, `receive`, `group_add`,
   the process waits for it at exit.
 - `attach(channel, sink)` / `detach(channel)`: a channel whose events go to a
   plain function, synchronously, instead of a queue (the consumer's outbox).
-- `prime_order(group, last_seq)`: message events of the group carry seqs and
-  the last one stored is `last_seq`; local members then receive them in seq
-  order, whichever process or thread stored them (`Sequencer`).
+- `prime_order(group, last_seq, last_rev)`: the group's chat-log events (new
+  messages and changes of them) carry revs and the chat's log ends at
+  `last_rev` (its last message at `last_seq`); local members then receive
+  them in rev order, whichever process or thread stored them (`Sequencer`).
 
 Channels without a sink (any ordinary consumer) get the standard queue, so the
 layer still serves everything else in Django.
@@ -143,9 +144,10 @@ class ChatChannelLayer(BaseChannelLayer):
         for group in [g for g, members in self.groups.items() if channel in members]:
             self._discard(group, channel)
 
-    def prime_order(self, group: str, last_seq: int) -> None:
-        """The group's message events carry seqs and the last one stored is `last_seq`."""
-        self.sequencer.prime(group, last_seq)
+    def prime_order(self, group: str, last_seq: int, last_rev: int) -> None:
+        """The group's chat-log events carry revs; the log ends at `last_rev`, its last
+        message at `last_seq`."""
+        self.sequencer.prime(group, last_seq, last_rev)
 
     # ------------------------------------------------------------ Channels' layer API
 
@@ -242,7 +244,7 @@ class ChatChannelLayer(BaseChannelLayer):
     def _deliver_group(self, group: str, message: dict) -> None:
         if group not in self.groups:
             return  # no member here (and no ordering state to keep for it)
-        if message.get("seq") is not None and message.get("type") == "chat.frame":
+        if message.get("rev") is not None and message.get("type") == "chat.frame":
             self.sequencer.offer(group, message)
         else:
             self.fan_out(group, message)

@@ -15,16 +15,16 @@ from messaging.realtime.batching import BatchRunner
 class ConnectionState:
     chat_ids: list[int]
     co_member_ids: set[int]
-    last_seqs: dict[int, int]  # chat id -> its last stored seq, when loaded
+    positions: dict[int, tuple[int, int]]  # chat id -> its last (seq, rev), when loaded
 
 
 def _load(user_ids: list[int]) -> list[ConnectionState]:
-    chats, co_members, last_seqs = storage.chats_and_co_members(set(user_ids))
+    chats, co_members, positions = storage.chats_and_co_members(set(user_ids))
     states = []
     for user_id in user_ids:
         mine = chats.get(user_id, [])
         states.append(
-            ConnectionState(mine, co_members.get(user_id, set()), {c: last_seqs[c] for c in mine})
+            ConnectionState(mine, co_members.get(user_id, set()), {c: positions[c] for c in mine})
         )
     return states
 

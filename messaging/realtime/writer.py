@@ -1,4 +1,4 @@
-"""The socket path's message writer: group commit, stored before delivered, in seq order.
+"""The socket path's writers: group commit of new messages and of changes, stored before delivered, in rev order.
 
 Each `message` frame becomes a request here; while one batch is in the
 database the next accumulates, so under load one transaction stores many
@@ -10,6 +10,11 @@ while `services.publish_order` is held, the lock the REST path holds from
 storing to publishing; handing over never waits (the layer queues), so this
 process publishes each chat's messages in seq order without ever holding the
 lock on Redis.
+
+Changes of existing messages (edit, delete, react) go through a writer of
+their own on the same pattern (`services.apply_changes`, one transaction per
+batch, chats locked in id order), under the same lock, so a chat's new
+messages and changes leave this process in rev order.
 """
 
 import logging
@@ -50,3 +55,34 @@ class MessageWriter:
 
 
 writer = MessageWriter()
+
+
+class ChangeWriter:
+    def __init__(self, max_batch: int = 500):
+        self.runner = BatchRunner(self._apply, name="change-writer", max_batch=max_batch)
+
+    async def apply(self, change: services.Change) -> services.Outcome:
+        """Apply one change; its `Outcome`, or raises the MessagingError refusing it.
+
+        Returns once the change is committed and its broadcast is on its way.
+        """
+        try:
+            return await self.runner.submit(change)
+        except MessagingError:
+            raise
+        except Exception as exc:
+            raise Unavailable("The change was not stored; try again.") from exc
+
+    def _apply(self, changes: list) -> list:
+        with services.publish_order:
+            try:
+                results = services.apply_changes(changes)
+            except MessagingError as error:
+                return [error] * len(changes)
+            changed = [r for r in results if isinstance(r, services.Outcome) and r.changed]
+            if changed:
+                events.broadcast_changes(changed)
+        return results
+
+
+change_writer = ChangeWriter()

@@ -135,7 +135,10 @@ async def test_deleting_a_message_in_the_admin_sends_delete_to_members_sockets(
     shown = await db_call(run_action)(moderator_client, "delete_messages", message)
 
     assert shown == ["1 message(s) deleted."]
-    expected = {"type": "delete", "data": {"chatId": str(chat.pk), "messageId": str(message.pk)}}
+    expected = {
+        "type": "delete",
+        "data": {"chatId": str(chat.pk), "messageId": str(message.pk), "seq": "1", "rev": "2"},
+    }
     for client in (alice, alice_phone, bob):
         assert await client.receive_type("delete") == expected
     assert await mallory.nothing()
@@ -169,6 +172,58 @@ def test_restoring_a_message_in_the_admin_brings_its_text_back_to_history(
     assert shown == ["1 message(s) restored."]
     (restored,) = history(other_user, chat)
     assert (restored["deleted"], restored["text"]) == (False, "not spam after all")
+
+
+async def test_restoring_a_message_in_the_admin_sends_update_with_its_text_to_members_sockets(
+    user, other_user, chat, moderator, moderator_client, connect
+):
+    message = await db_call(send_stored)(user, chat, "not spam after all")
+    await db_call(services.delete_message)(message=message, moderator=moderator)
+    alice = await connect(user)
+    bob = await connect(other_user)
+
+    shown = await db_call(run_action)(moderator_client, "restore_messages", message)
+
+    assert shown == ["1 message(s) restored."]
+    for client in (alice, bob):
+        update = await client.receive_type("update")
+        assert update["data"]["message"]["id"] == str(message.pk)
+        assert update["data"]["message"]["text"] == "not spam after all"
+        assert (update["data"]["message"]["deleted"], update["data"]["message"]["rev"]) == (
+            False,
+            "3",
+        )
+
+
+def test_a_message_its_author_deleted_is_not_restored_and_the_moderator_is_told_why(
+    user, chat, moderator, moderator_client
+):
+    message = send_stored(user, chat, "I take it back")
+    services.delete_own_message(user=user, chat_id=chat.pk, message_id=message.pk)
+
+    shown = run_action(moderator_client, "restore_messages", message)
+
+    assert shown == [
+        "0 message(s) restored.",
+        "1 message(s) were deleted by their authors and cannot be restored.",
+    ]
+    assert Message.objects.get(pk=message.pk).deleted_at is not None
+    assert not LogEntry.objects.filter(user=moderator).exists()
+
+
+def test_the_message_page_shows_its_edit_history_and_reactions(
+    user, other_user, third_user, group_chat, moderator_client
+):
+    message = send_stored(user, group_chat, "first <b>draft</b>")
+    services.edit_message(user=user, chat_id=group_chat.pk, message_id=message.pk, text="final")
+    for someone, emoji in ((other_user, "👍"), (third_user, "🎉"), (third_user, "👍")):
+        services.react(user=someone, chat_id=group_chat.pk, message_id=message.pk, emoji=emoji)
+
+    page = moderator_client.get(change_page(message)).content.decode()
+
+    assert "first &lt;b&gt;draft&lt;/b&gt;" in page
+    assert "<b>draft</b>" not in page
+    assert '<p class="reaction">👍 bob, carol</p><p class="reaction">🎉 carol</p>' in page
 
 
 def test_deleting_an_already_deleted_message_changes_and_logs_nothing(

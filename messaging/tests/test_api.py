@@ -20,6 +20,10 @@ MESSAGE_KEYS = {
     "clientMessageId",
     "createdAt",
     "deleted",
+    "rev",
+    "editedAt",
+    "replyTo",
+    "reactions",
 }
 
 
@@ -73,6 +77,14 @@ AUTHENTICATED_ENDPOINTS = [
     ("get", "/api/chats/{chat}/messages/"),
     ("post", "/api/chats/{chat}/messages/"),
     ("post", "/api/chats/{chat}/read/"),
+    ("get", "/api/chats/{chat}/messages/1/"),
+    ("patch", "/api/chats/{chat}/messages/1/"),
+    ("delete", "/api/chats/{chat}/messages/1/"),
+    ("get", "/api/chats/{chat}/messages/1/edits/"),
+    ("put", "/api/chats/{chat}/messages/1/reactions/%F0%9F%91%8D/"),
+    ("delete", "/api/chats/{chat}/messages/1/reactions/%F0%9F%91%8D/"),
+    ("get", "/api/chats/{chat}/changes/"),
+    ("post", "/api/chats/{chat}/delivered/"),
 ]
 
 
@@ -117,11 +129,25 @@ NON_MEMBER_REQUESTS = [
     ("post", "/api/chats/{chat}/members/", {"userId": "{outsider}"}),
     ("delete", "/api/chats/{chat}/members/{outsider}/", None),
     ("delete", "/api/chats/{chat}/members/{member}/", None),
+    ("get", "/api/chats/{chat}/messages/{message}/", None),
+    ("patch", "/api/chats/{chat}/messages/{message}/", {"text": "mine"}),
+    ("delete", "/api/chats/{chat}/messages/{message}/", None),
+    ("get", "/api/chats/{chat}/messages/{message}/edits/", None),
+    ("put", "/api/chats/{chat}/messages/{message}/reactions/%F0%9F%91%8D/", None),
+    ("delete", "/api/chats/{chat}/messages/{message}/reactions/%F0%9F%91%8D/", None),
+    ("get", "/api/chats/{chat}/changes/", None),
+    ("post", "/api/chats/{chat}/delivered/", {"seq": "1"}),
 ]
 
 
 def test_non_member_gets_404_for_everything_about_a_chat(api_client, user, outsider, group_chat):
-    names = {"chat": group_chat.pk, "outsider": outsider.pk, "member": user.pk}
+    message = send(group_chat, user, "private")
+    names = {
+        "chat": group_chat.pk,
+        "outsider": outsider.pk,
+        "member": user.pk,
+        "message": message.pk,
+    }
     client = api_client.as_user(outsider)
 
     answers = {
@@ -137,7 +163,7 @@ def test_non_member_gets_404_for_everything_about_a_chat(api_client, user, outsi
 
     assert answers == dict.fromkeys(answers, (404, "not_member"))
     assert Membership.objects.filter(chat=group_chat).count() == 3
-    assert not Message.objects.exists()
+    assert list(Message.objects.values_list("text", "rev", "deleted_at")) == [("private", 1, None)]
 
 
 def test_missing_chat_answers_like_a_chat_of_others(api_client, outsider, group_chat):
@@ -219,14 +245,15 @@ def test_chat_list_shows_members_last_message_unread_count_and_read_position(
     assert entry["title"] == ""
     assert TIME.match(entry["createdAt"])
     assert sorted(entry["members"], key=lambda m: m["username"]) == [
-        {"id": str(user.pk), "username": "alice", "lastReadSeq": "1"},
-        {"id": str(other_user.pk), "username": "bob", "lastReadSeq": "0"},
+        {"id": str(user.pk), "username": "alice", "lastReadSeq": "1", "lastDeliveredSeq": "1"},
+        {"id": str(other_user.pk), "username": "bob", "lastReadSeq": "0", "lastDeliveredSeq": "0"},
     ]
     assert entry["lastMessage"]["id"] == str(last.pk)
     assert entry["lastMessage"]["text"] == "four"
     assert entry["lastMessage"]["seq"] == "4"
     assert entry["unreadCount"] == 2
     assert entry["lastReadSeq"] == "1"
+    assert entry["rev"] == "4"
 
 
 def test_unread_count_leaves_out_the_callers_own_messages(api_client, user, other_user, chat):
@@ -581,6 +608,10 @@ def test_history_message_is_the_protocol_message_object(api_client, user, other_
         "clientMessageId": "b8a3",
         "createdAt": message["createdAt"],
         "deleted": False,
+        "rev": "1",
+        "editedAt": None,
+        "replyTo": None,
+        "reactions": [],
     }
     assert TIME.match(message["createdAt"])
 
@@ -941,7 +972,12 @@ REST_PATHS = {
     "/api/chats/{chat_id}/members/",
     "/api/chats/{chat_id}/members/{user_id}/",
     "/api/chats/{chat_id}/messages/",
+    "/api/chats/{chat_id}/messages/{message_id}/",
+    "/api/chats/{chat_id}/messages/{message_id}/edits/",
+    "/api/chats/{chat_id}/messages/{message_id}/reactions/{emoji}/",
+    "/api/chats/{chat_id}/changes/",
     "/api/chats/{chat_id}/read/",
+    "/api/chats/{chat_id}/delivered/",
 }
 
 

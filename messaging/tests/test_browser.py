@@ -18,9 +18,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conftest import BASE_DIR, LiveServer
+from conftest import BASE_DIR, LiveServer, token_for
 from messaging import services
 from messaging.models import Message
+from messaging.tests.cluster import call
 
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
@@ -189,7 +190,8 @@ def test_two_users_chat_live_in_every_open_window(open_page, server, user, other
     assert "Hi Bob!" in bob.text_content(".chat-item .chat-preview")
     alice_again.click(".chat-item")
     alice_again.wait_for_selector("#message-list li:has-text('Hi Bob!')")
-    alice.wait_for_selector("#message-list li.mine .receipt:has-text('Sent')")
+    # Bob's page shows it in his chat list: delivered, not yet seen.
+    alice.wait_for_selector("#message-list li.mine .receipt:has-text('Delivered')")
 
     bob.click(".chat-item")
     bob.wait_for_selector("#message-list li.theirs:has-text('Hi Bob!')")
@@ -267,6 +269,163 @@ def test_older_messages_load_as_you_scroll_up(open_page, server, user, other_use
     assert alice.text_content("#history-status") == "This is the start of the chat."
 
 
+# ---------------------------------------------------------------- edit, delete, reply, react, ticks
+
+
+def bubble(text: str) -> str:
+    """The selector of the message bubble showing `text` (as its own text, not a quote)."""
+    return f"#message-list li:has(> .text:text-is('{text}'))"
+
+
+def open_menu(page, text: str):
+    page.click(f"{bubble(text)} .menu-button")
+    page.wait_for_selector(f"{bubble(text)} .message-menu")
+
+
+def test_the_author_edits_a_message_from_its_menu_and_every_window_shows_it_edited(
+    open_page, server, user, other_user, chat
+):
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    send(alice, "See you at 6")
+    bob.wait_for_selector(bubble("See you at 6"))
+
+    open_menu(alice, "See you at 6")
+    alice.click(".message-menu .edit")
+    assert alice.input_value("#composer-text") == "See you at 6"
+    assert alice.is_visible("#composer-context:has-text('Editing')")
+    alice.fill("#composer-text", "See you at 7")
+    alice.press("#composer-text", "Enter")
+
+    for page in (alice, bob):
+        page.wait_for_selector(f"{bubble('See you at 7')} .edited:has-text('edited')")
+        assert texts(page) == ["See you at 7"]
+    assert bob.locator("#message-list li.theirs .menu-button").count() == 1
+    open_menu(bob, "See you at 7")
+    assert bob.locator(".message-menu .edit, .message-menu .delete").count() == 0  # not his
+    keep_screenshot(alice, "edited")
+    message = Message.objects.get()
+    assert (message.text, message.edits.get().text) == ("See you at 7", "See you at 6")
+
+
+def test_the_author_deletes_a_message_after_confirming_and_it_is_gone_everywhere(
+    open_page, server, user, other_user, chat
+):
+    services.send_message(sender=user, chat_id=chat.pk, text="wrong chat, sorry")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    bob.wait_for_selector(bubble("wrong chat, sorry"))
+
+    open_menu(alice, "wrong chat, sorry")
+    alice.click(".message-menu .delete")
+    alice.wait_for_selector(".message-menu .delete.confirm:has-text('Delete for everyone?')")
+    alice.click(".message-menu .delete.confirm")
+
+    for page in (alice, bob):
+        page.wait_for_selector("#message-list li.deleted .text:has-text('Message deleted')")
+        assert "message deleted" in page.text_content(".chat-item .chat-preview")
+    assert Message.objects.get().deleted_by_author
+
+
+def test_a_reply_quotes_its_original_which_a_click_scrolls_to_and_says_when_it_is_deleted(
+    open_page, server, user, other_user, chat
+):
+    original, _ = services.send_message(sender=other_user, chat_id=chat.pk, text="Pizza or sushi?")
+    for n in range(1, 60):
+        services.send_message(sender=other_user, chat_id=chat.pk, text=f"filler {n}")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{chat.pk}")
+    alice.wait_for_selector(bubble("filler 59"))
+
+    open_menu(alice, "filler 59")
+    alice.click(".message-menu .reply")
+    assert alice.is_visible("#composer-context:has-text('Replying to bob: filler 59')")
+    send(alice, "The last one")
+    for page in (alice, bob):
+        page.wait_for_selector(f"{bubble('The last one')} .quote:has-text('filler 59')")
+    # A reply to a message older than the page shown (sent over REST to the server, so that it
+    # is announced live): its quote is fetched, and a click loads it.
+    messages = f"/api/chats/{chat.pk}/messages/"
+    reply = {"text": "Sushi", "replyTo": str(original.pk)}
+    assert call(server.url, "POST", messages, reply, token=token_for(user))[0] == 201
+    bob.wait_for_selector(f"{bubble('Sushi')} .quote:has-text('Pizza or sushi?')")
+    assert bob.locator(bubble("Pizza or sushi?")).count() == 0
+    bob.click(f"{bubble('Sushi')} .quote")
+    bob.wait_for_selector(f"{bubble('Pizza or sushi?')}.flash")
+    keep_screenshot(bob, "reply")
+
+    deleted = call(server.url, "DELETE", f"{messages}{original.pk}/", token=token_for(other_user))
+
+    assert deleted[0] == 204
+    for page in (alice, bob):
+        page.wait_for_selector(f"{bubble('Sushi')} .quote.gone:has-text('Original deleted')")
+
+
+def test_reactions_are_picked_from_the_menu_counted_under_the_bubble_and_toggled_by_a_click(
+    open_page, server, user, other_user, third_user, group_chat
+):
+    services.send_message(sender=user, chat_id=group_chat.pk, text="Ship it?")
+    alice = open_page(server, user, path=f"/#chat-{group_chat.pk}")
+    bob = open_page(server, other_user, path=f"/#chat-{group_chat.pk}")
+    bob.wait_for_selector(bubble("Ship it?"))
+
+    open_menu(bob, "Ship it?")
+    bob.click(".message-menu .pick[data-emoji='👍']")
+    alice.wait_for_selector(f"{bubble('Ship it?')} .reaction:has-text('👍 1')")
+    alice.click(f"{bubble('Ship it?')} .reaction[data-emoji='👍']")
+    for page in (alice, bob):
+        page.wait_for_selector(f"{bubble('Ship it?')} .reaction:has-text('👍 2')")
+    assert alice.get_attribute(f"{bubble('Ship it?')} .reaction", "aria-pressed") == "true"
+    open_menu(alice, "Ship it?")
+    alice.click(".message-menu .pick[data-emoji='🎉']")
+    bob.wait_for_selector(f"{bubble('Ship it?')} .reaction:has-text('🎉 1')")
+    keep_screenshot(bob, "reactions")
+    bob.click(f"{bubble('Ship it?')} .reaction[data-emoji='👍']")
+
+    for page in (alice, bob):
+        page.wait_for_selector(f"{bubble('Ship it?')} .reaction:has-text('👍 1')")
+        assert page.locator(f"{bubble('Ship it?')} .reaction").all_text_contents() == [
+            "👍 1",
+            "🎉 1",
+        ]
+
+
+def test_ticks_go_from_sent_to_delivered_to_seen(
+    open_page, server, user, other_user, chat, group_chat
+):
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    send(alice, "Are you there?")
+    alice.wait_for_selector(f"{bubble('Are you there?')} .tick[data-state='sent']")
+    alice.wait_for_selector("#message-list .receipt:has-text('Sent')")
+
+    bob = open_page(server, other_user, path=f"/#chat-{group_chat.pk}")  # another chat open
+    alice.wait_for_selector(f"{bubble('Are you there?')} .tick[data-state='delivered']")
+    alice.wait_for_selector("#message-list .receipt:has-text('Delivered')")
+    bob.click(f".chat-item[data-chat-id='{chat.pk}']")
+
+    alice.wait_for_selector(f"{bubble('Are you there?')} .tick[data-state='seen']")
+    alice.wait_for_selector("#message-list .receipt:has-text('Seen')")
+    keep_screenshot(alice, "ticks")
+
+
+def test_group_receipts_count_the_members_it_was_delivered_to_and_seen_by(
+    open_page, server, user, other_user, third_user, group_chat, chat
+):
+    alice = open_page(server, user, path=f"/#chat-{group_chat.pk}")
+    send(alice, "Standup in 5")
+    alice.wait_for_selector("#message-list .receipt:has-text('Sent')")
+
+    open_page(server, other_user, path=f"/#chat-{chat.pk}")  # bob's device gets it
+    alice.wait_for_selector("#message-list .receipt:has-text('Delivered to 1')")
+    carol = open_page(server, third_user, path="/")
+    alice.wait_for_selector("#message-list .receipt:has-text('Delivered to 2')")
+    assert alice.get_attribute(f"{bubble('Standup in 5')} .tick", "data-state") == "delivered"
+    carol.click(f".chat-item[data-chat-id='{group_chat.pk}']")
+
+    alice.wait_for_selector("#message-list .receipt:has-text('Seen by 1')")
+    assert alice.get_attribute(f"{bubble('Standup in 5')} .tick", "data-state") == "delivered"
+
+
 # ---------------------------------------------------------------- typing
 
 
@@ -324,6 +483,27 @@ def test_indicator_goes_amber_while_the_server_is_down_and_green_with_the_missed
     alice.wait_for_selector("#message-list li:has-text('and one more, live')")
     assert texts(alice) == ["before the outage", "sent while you were away", "and one more, live"]
     assert alice.locator("#connection-label").text_content() == "Connected"
+
+
+def test_a_deletion_and_an_edit_made_while_the_page_was_offline_show_after_it_reconnects(
+    open_page, server, user, other_user, chat
+):
+    regret, _ = services.send_message(sender=other_user, chat_id=chat.pk, text="regrettable")
+    typo, _ = services.send_message(sender=other_user, chat_id=chat.pk, text="teh end")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    alice.wait_for_selector(bubble("teh end"))
+
+    server.stop(signal.SIGTERM)
+    alice.wait_for_selector(RECONNECTING, timeout=5000)
+    services.delete_own_message(user=other_user, chat_id=chat.pk, message_id=regret.pk)
+    services.edit_message(user=other_user, chat_id=chat.pk, message_id=typo.pk, text="the end")
+    server.start()  # the same port again
+
+    alice.wait_for_selector(CONNECTED, timeout=45000)
+    alice.wait_for_selector("#message-list li.deleted .text:has-text('Message deleted')")
+    alice.wait_for_selector(f"{bubble('the end')} .edited")
+    assert texts(alice) == ["Message deleted", "the end"]
+    assert "regrettable" not in alice.text_content("#message-list")
 
 
 def test_message_typed_while_offline_waits_in_the_outbox_and_is_delivered_once(
@@ -636,6 +816,131 @@ def test_silent_connection_is_pinged_and_dropped_when_the_ping_goes_unanswered(h
     assert result["stillUp"]
     assert result["pings"] == 2
     assert result["sockets"] == 2
+
+
+def test_client_keeps_the_newest_copy_of_each_message_and_syncs_from_its_rev_after_a_jump(harness):
+    result = run(
+        harness,
+        """
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket });
+        const seen = [];
+        client.on("message", (m) => seen.push(["message", m.seq, m.rev, m.text]));
+        client.on("update", (m) => seen.push(["update", m.seq, m.rev, m.text]));
+        client.on("delete", (d) => seen.push(["delete", d.seq, d.rev]));
+        client.track("1", 2, 5);
+        client.connect();
+        const socket = FakeSocket.all[0];
+        socket.welcome(["1"]);
+        const firstSync = socket.sentOf("sync");
+        socket.serve("sync", { chats: { "1": { lastSeq: "2", rev: "5", hasMore: false } } });
+        socket.serve("update", { chatId: "1", message: message(1, { rev: "6", text: "m1!" }) });
+        socket.serve("update", { chatId: "1", message: message(1, { rev: "4", text: "old" }) });
+        socket.serve("message", { message: message(3, { rev: "7" }) });
+        socket.serve("delete", { chatId: "1", messageId: "102", seq: "2", rev: "9" }); // 8 lost
+        const jumpSync = socket.sentOf("sync").slice(1);
+        socket.serve("update", { chatId: "1", message: message(3, { rev: "8", text: "m3!" }) });
+        socket.serve("delete", { chatId: "1", messageId: "102", seq: "2", rev: "9" });
+        socket.serve("sync", { chats: { "1": { lastSeq: "3", rev: "9", hasMore: false } } });
+        const newest = client.freshest(message(3, { rev: "7" }));
+        return { firstSync, jumpSync, seen, rev: client.revOf("1"), newest: newest.text };
+        """,
+    )
+
+    assert result["firstSync"] == [
+        {"type": "sync", "data": {"chats": {"1": {"seq": "2", "rev": "5"}}}}
+    ]
+    assert result["jumpSync"] == [
+        {"type": "sync", "data": {"chats": {"1": {"seq": "3", "rev": "7"}}}}
+    ]
+    assert result["seen"] == [
+        ["update", "1", "6", "m1!"],
+        ["message", "3", "7", "m3"],
+        ["delete", "2", "9"],
+        ["update", "3", "8", "m3!"],
+    ]
+    assert result["rev"] == 9
+    assert result["newest"] == "m3!"
+
+
+def test_client_pages_the_rest_of_a_long_absence_from_rest_before_saying_synced(harness):
+    result = run(
+        harness,
+        """
+        const asked = [];
+        const pages = {
+          "5": { results: [message(7, { rev: "9" }), message(2, { rev: "10", text: "m2!" }),
+                           message(6, { rev: "11" })], rev: "11", hasMore: true },
+          "11": { results: [message(1, { rev: "12", deleted: true, text: null })],
+                  rev: "12", hasMore: false },
+        };
+        const fetchImpl = async (url, options) => {
+          asked.push([url, options.headers.Authorization || null]);
+          const since = new URL(url, "http://x").searchParams.get("since");
+          return { ok: true, json: async () => pages[since] };
+        };
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               fetchImpl });
+        const seen = [], synced = [];
+        client.on("message", (m) => seen.push(["message", m.seq]));
+        client.on("update", (m) => seen.push(["update", m.seq, m.text]));
+        client.on("delete", (d) => seen.push(["delete", d.seq]));
+        client.on("synced", (chats) => synced.push(chats));
+        client.track("1", 3, 3);
+        client.connect();
+        const socket = FakeSocket.all[0];
+        socket.welcome(["1"]);
+        socket.serve("message", { message: message(4, { rev: "4" }) });
+        socket.serve("message", { message: message(5, { rev: "5" }) });
+        socket.serve("sync", { chats: { "1": { lastSeq: "5", rev: "5", hasMore: true } } });
+        await pause(50);
+        return { asked, seen, synced, rev: client.revOf("1"), last: client.lastSeqOf("1") };
+        """,
+    )
+
+    assert [url for url, _ in result["asked"]] == [
+        "/api/chats/1/changes/?since=5&limit=200",
+        "/api/chats/1/changes/?since=11&limit=200",
+    ]
+    assert result["seen"] == [
+        ["message", "4"],
+        ["message", "5"],
+        ["message", "6"],
+        ["message", "7"],
+        ["update", "2", "m2!"],
+        ["delete", "1"],
+    ]
+    assert result["synced"] == [{"1": {"lastSeq": "5", "rev": "12", "hasMore": False}}]
+    assert (result["rev"], result["last"]) == (12, 7)
+
+
+def test_client_reports_delivered_positions_once_connected_and_throttled_per_chat(harness):
+    result = run(
+        harness,
+        """
+        const client = new bio.BiogramSocket({ url: "ws://x/ws/chat/", WebSocketImpl: FakeSocket,
+                                               deliveredThrottleMs: 100 });
+        client.delivered("1", 3);                        // before connecting: kept
+        client.connect();
+        const socket = FakeSocket.all[0];
+        socket.welcome(["1", "2"]);
+        const atConnect = socket.sentOf("delivered").length;
+        client.delivered("1", 4);
+        client.delivered("1", 6);
+        client.delivered("2", 1);
+        client.delivered("1", 2);                        // behind: nothing
+        const beforeWait = socket.sentOf("delivered").length;
+        await pause(150);
+        return { atConnect, beforeWait, sent: socket.sentOf("delivered").map((f) => f.data) };
+        """,
+    )
+
+    assert result["atConnect"] == 1
+    assert result["beforeWait"] == 2
+    assert result["sent"] == [
+        {"chatId": "1", "seq": "3"},
+        {"chatId": "2", "seq": "1"},
+        {"chatId": "1", "seq": "6"},
+    ]
 
 
 def test_page_has_no_inline_html_built_from_strings():

@@ -299,7 +299,10 @@ async def test_moderator_delete_in_the_admin_of_one_process_reaches_members_on_t
         admin.run_action, "/admin/messaging/message/", "delete_messages", spam["id"]
     )
 
-    expected = {"type": "delete", "data": {"chatId": str(chat.pk), "messageId": spam["id"]}}
+    expected = {
+        "type": "delete",
+        "data": {"chatId": str(chat.pk), "messageId": spam["id"], "seq": "1", "rev": "2"},
+    }
     assert "1 message(s) deleted." in page
     assert await alice.receive_type("delete") == expected
     assert await bob.receive_type("delete") == expected
@@ -335,7 +338,10 @@ async def test_delete_from_a_management_shell_reaches_members_on_a_server_proces
         deleted = None
 
     assert shell.returncode == 0, shell.stderr
-    assert deleted == {"type": "delete", "data": {"chatId": str(chat.pk), "messageId": spam["id"]}}
+    assert deleted == {
+        "type": "delete",
+        "data": {"chatId": str(chat.pk), "messageId": spam["id"], "seq": "1", "rev": "2"},
+    }
 
 
 async def test_ban_in_the_admin_of_one_process_closes_the_users_socket_on_the_other(
@@ -400,6 +406,84 @@ async def test_two_senders_on_two_processes_interleave_500_messages_and_all_memb
     stored = [seq for _, seq, _ in await db_call(stored_messages)(team)]
     problems = {name: order_problem(seqs, 500) for name, seqs in received.items()}
     assert stored == list(range(1, 501))
+    assert problems == dict.fromkeys(members)
+
+
+async def collect_revs(socket: Socket, chat_id, count: int, within: float) -> list[int]:
+    """The revs of the chat's log frames (message, update, delete) as they arrive."""
+    revs = []
+    deadline = time.monotonic() + within
+    while len(revs) < count:
+        try:
+            frame = await socket.receive(within=max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        data = frame["data"]
+        if frame["type"] in ("message", "update", "delete") and data["chatId"] == str(chat_id):
+            revs.append(int(data["rev"] if frame["type"] == "delete" else data["message"]["rev"]))
+    return revs
+
+
+async def test_edits_and_reactions_from_two_processes_take_revs_without_hole_and_every_member_gets_them_in_order(
+    cluster, open_socket, user, other_user, third_user, dave, team
+):
+    a, b = cluster
+    alice = await open_socket(a, user)
+    carol = await open_socket(a, third_user)
+    bob = await open_socket(b, other_user)
+    dave_socket = await open_socket(b, dave)
+    members = {"alice (A)": alice, "carol (A)": carol, "bob (B)": bob, "dave (B)": dave_socket}
+    changes_each = 150
+    total = 10 + 2 * changes_each
+    readers = {
+        name: asyncio.create_task(collect_revs(socket, team.pk, total, within=60))
+        for name, socket in members.items()
+    }
+    own = {"alice": [], "bob": []}
+    for n in range(5):  # over REST, so that only the readers read the sockets
+        for name, someone, server in (("alice", user, a), ("bob", other_user, b)):
+            _, message = await asyncio.to_thread(
+                call,
+                server.url,
+                "POST",
+                f"/api/chats/{team.pk}/messages/",
+                {"text": f"{name}-{n}"},
+                token=token_for(someone),
+            )
+            own[name].append(message)
+
+    async def change(socket: Socket, sender: str):
+        """Each a change: a reaction switched on, then off again, and an edit of its own."""
+        messages = own["alice"] + own["bob"]
+        for n in range(changes_each):
+            target = {"chatId": str(team.pk)}
+            key = n // 3
+            if n % 3 == 2:
+                mine = own[sender][key % 5]
+                await socket.send("edit", messageId=mine["id"], text=f"{sender} {n}", **target)
+            else:
+                message = messages[key % len(messages)]
+                await socket.send(
+                    "react",
+                    messageId=message["id"],
+                    emoji=f"{sender}{key}",
+                    on=n % 3 == 0,
+                    **target,
+                )
+
+    await asyncio.gather(change(alice, "alice"), change(bob, "bob"))
+    received = {name: await reader for name, reader in readers.items()}
+
+    def log_of(chat):
+        chat.refresh_from_db()
+        return chat.last_rev, sorted(
+            Message.objects.filter(chat=chat).values_list("rev", flat=True)
+        )
+
+    last_rev, message_revs = await db_call(log_of)(team)
+    problems = {name: order_problem(revs, total) for name, revs in received.items()}
+    assert last_rev == total
+    assert max(message_revs) == total and len(set(message_revs)) == len(message_revs)
     assert problems == dict.fromkeys(members)
 
 

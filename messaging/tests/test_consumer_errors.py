@@ -38,7 +38,7 @@ async def test_missing_or_mistyped_type_is_bad_request(user, connect):
 async def test_unknown_type_is_unknown_type_with_the_type_as_ref(user, connect):
     alice = await connect(user)
 
-    for frame_type in ["dance", "Message", "PING", "pong", "connect", "error", "delete", ""]:
+    for frame_type in ["dance", "Message", "PING", "pong", "connect", "error", "update", ""]:
         await alice.send(frame_type, clientMessageId="c-1")
 
         await expect_error(alice, "unknown_type", frame_type)
@@ -48,7 +48,8 @@ async def test_unknown_type_is_unknown_type_with_the_type_as_ref(user, connect):
 async def test_missing_data_is_bad_request(user, connect):
     alice = await connect(user)
 
-    for frame_type in ["message", "typing", "read", "sync", "auth"]:
+    types = ["message", "edit", "delete", "react", "delivered", "typing", "read", "sync", "auth"]
+    for frame_type in types:
         await alice.send_raw(json.dumps({"type": frame_type}))
 
         await expect_error(alice, "bad_request", frame_type)

@@ -669,7 +669,10 @@ async def test_deleted_message_is_announced_to_members(user, other_user, outside
 
     await db_call(services.delete_message)(message=message, moderator=user)
 
-    expected = {"type": "delete", "data": {"chatId": str(chat.pk), "messageId": str(message.pk)}}
+    expected = {
+        "type": "delete",
+        "data": {"chatId": str(chat.pk), "messageId": str(message.pk), "seq": "1", "rev": "2"},
+    }
     assert await alice.receive_type("delete") == expected
     assert await bob.receive_type("delete") == expected
     assert await mallory.nothing()
@@ -731,8 +734,8 @@ async def test_sync_replays_missed_messages_in_seq_order_then_the_summary(
         "type": "sync",
         "data": {
             "chats": {
-                str(chat.pk): {"lastSeq": "3", "hasMore": False},
-                str(group_chat.pk): {"lastSeq": "1", "hasMore": False},
+                str(chat.pk): {"lastSeq": "3", "rev": "3", "hasMore": False},
+                str(group_chat.pk): {"lastSeq": "1", "rev": "1", "hasMore": False},
             }
         },
     }
@@ -750,8 +753,8 @@ async def test_sync_answers_the_clients_own_seq_when_nothing_was_missed(
         "type": "sync",
         "data": {
             "chats": {
-                str(chat.pk): {"lastSeq": "1", "hasMore": False},
-                str(group_chat.pk): {"lastSeq": "0", "hasMore": False},
+                str(chat.pk): {"lastSeq": "1", "rev": "1", "hasMore": False},
+                str(group_chat.pk): {"lastSeq": "0", "rev": "0", "hasMore": False},
             }
         },
     }
@@ -768,7 +771,7 @@ async def test_sync_replays_at_most_the_limit_per_chat(user, other_user, chat, c
     replayed = [await alice.receive() for _ in range(2)]
     assert [frame["data"]["message"]["seq"] for frame in replayed] == ["2", "3"]
     assert (await alice.receive())["data"]["chats"] == {
-        str(chat.pk): {"lastSeq": "3", "hasMore": True}
+        str(chat.pk): {"lastSeq": "3", "rev": "0", "hasMore": True}
     }
 
 
@@ -777,10 +780,10 @@ async def test_sync_default_limit_is_500(user, other_user, chat, connect):
         # In bulk: 501 sends through the service would take seconds on PostgreSQL.
         now = timezone.now()
         Message.objects.bulk_create(
-            Message(chat=chat, seq=n, sender=other_user, text=f"m{n}", created_at=now)
+            Message(chat=chat, seq=n, rev=n, sender=other_user, text=f"m{n}", created_at=now)
             for n in range(1, count + 1)
         )
-        Chat.objects.filter(pk=chat.pk).update(last_seq=count, last_message_at=now)
+        Chat.objects.filter(pk=chat.pk).update(last_seq=count, last_rev=count, last_message_at=now)
 
     await db_call(store_many)(501)
     alice = await connect(user)
@@ -792,7 +795,7 @@ async def test_sync_default_limit_is_500(user, other_user, chat, connect):
         str(n) for n in range(1, 501)
     ]
     assert (await alice.receive())["data"]["chats"] == {
-        str(chat.pk): {"lastSeq": "500", "hasMore": True}
+        str(chat.pk): {"lastSeq": "500", "rev": "0", "hasMore": True}
     }
 
 
@@ -830,7 +833,7 @@ async def test_sync_of_chat_you_cannot_see_is_not_member_and_skipped(
     assert frames[4]["data"]["text"] == "visible"
     assert frames[5] == {
         "type": "sync",
-        "data": {"chats": {str(chat.pk): {"lastSeq": "1", "hasMore": False}}},
+        "data": {"chats": {str(chat.pk): {"lastSeq": "1", "rev": "1", "hasMore": False}}},
     }
 
 
@@ -847,7 +850,9 @@ async def test_sync_mixing_hidden_and_visible_chats_answers_the_visible_ones(
 
     frames = [await alice.receive() for _ in range(3)]
     assert [frame["type"] for frame in frames] == ["error", "message", "sync"]
-    assert frames[2]["data"]["chats"] == {str(chat.pk): {"lastSeq": "1", "hasMore": False}}
+    assert frames[2]["data"]["chats"] == {
+        str(chat.pk): {"lastSeq": "1", "rev": "1", "hasMore": False}
+    }
 
 
 async def test_sync_accepts_numbers_for_seq(user, other_user, chat, connect):

@@ -41,13 +41,19 @@ SERVER_FRAME_TYPES = {
     "pong",
     "error",
     "delete",
+    "update",
+    "delivered",
     "chat",
 }
 ID_MAX = 2**63 - 1
 
 # Every frame type of the protocol table, and the fields each one reads.
 FIELDS = {
-    "message": ("chatId", "text", "clientMessageId", "senderId"),
+    "message": ("chatId", "text", "clientMessageId", "senderId", "replyTo"),
+    "edit": ("chatId", "messageId", "text"),
+    "delete": ("chatId", "messageId"),
+    "react": ("chatId", "messageId", "emoji", "on"),
+    "delivered": ("chatId", "seq"),
     "typing": ("chatId", "isTyping", "senderId"),
     "read": ("chatId", "messageId", "userId"),
     "sync": ("chats",),
@@ -194,8 +200,18 @@ def plausible_values(field: str, ids: list[str]):
     id_values = weighted(
         (3, st.sampled_from(ids)), (1, st.sampled_from(ids).map(int)), (1, st.integers())
     )
-    if field in ("chatId", "senderId", "userId", "messageId"):
+    if field in ("chatId", "senderId", "userId", "messageId", "replyTo"):
         return id_values
+    if field == "emoji":
+        return weighted(
+            (3, st.sampled_from(["👍", "❤️", "👩\u200d💻", "🏳️\u200d🌈", "+1", "x" * 64])),
+            (1, st.text(any_char, min_size=1, max_size=20)),
+            (1, st.sampled_from(["", " ", "\u200b", "\u00ad", "a\nb", "é" * 33, "\U000e0067"])),
+        )
+    if field == "on":
+        return st.booleans()
+    if field == "seq":
+        return st.sampled_from(["0", "1", "5", 3, "9" * 19])
     if field == "text":
         return weighted(
             (3, st.text(any_char, min_size=1, max_size=30)),
@@ -211,7 +227,17 @@ def plausible_values(field: str, ids: list[str]):
     if field == "chats":
         return st.dictionaries(
             weighted((3, st.sampled_from([*ids, "0", "00", "9" * 20])), (1, any_text)),
-            weighted((3, st.sampled_from(["0", "1", 0, 3])), (1, st.sampled_from(ODD_VALUES))),
+            weighted(
+                (3, st.sampled_from(["0", "1", 0, 3])),
+                (
+                    2,
+                    st.fixed_dictionaries({"seq": st.sampled_from(["0", "1"])}).map(
+                        lambda held: {**held, "rev": "0"}
+                    ),
+                ),
+                (1, st.fixed_dictionaries({"seq": st.sampled_from(ODD_VALUES)})),
+                (1, st.sampled_from(ODD_VALUES)),
+            ),
             max_size=5,
         )
     raise AssertionError(field)
@@ -223,7 +249,7 @@ def frame_objects(draw, ids: list[str]):
     frame_type = draw(
         weighted(
             (12, st.sampled_from(sorted(FIELDS))),
-            (1, st.sampled_from(["", "Message", "PING", "pong", "error", "connect", "delete"])),
+            (1, st.sampled_from(["", "Message", "PING", "pong", "error", "connect", "update"])),
             (1, any_text),
             (1, json_values(3)),
         )
@@ -366,6 +392,18 @@ def assert_well_formed(frame):
             isinstance(cid, str) and 0 < len(cid) <= protocol.CLIENT_MESSAGE_ID_MAX
         )
         assert cid is None or "\x00" not in cid
+        assert frame.reply_to is None or (type(frame.reply_to) is int and frame.reply_to >= 0)
+    if isinstance(frame, protocol.Edit | protocol.Delete | protocol.React):
+        assert valid_id(frame.chat_id)
+        assert type(frame.message_id) is int and 0 <= frame.message_id <= ID_MAX
+    if isinstance(frame, protocol.Edit):
+        assert isinstance(frame.text, str) and frame.text.strip() and "\x00" not in frame.text
+    if isinstance(frame, protocol.React):
+        assert type(frame.on) is bool
+        assert 0 < len(frame.emoji.encode("utf-8")) <= protocol.EMOJI_MAX_BYTES
+    if isinstance(frame, protocol.Delivered):
+        assert valid_id(frame.chat_id)
+        assert type(frame.seq) is int and 0 <= frame.seq <= ID_MAX
     if isinstance(frame, protocol.Typing):
         assert valid_id(frame.chat_id)
         assert type(frame.is_typing) is bool
@@ -374,11 +412,13 @@ def assert_well_formed(frame):
         assert frame.message_id is None or (type(frame.message_id) is int and frame.message_id >= 0)
     if isinstance(frame, protocol.Sync):
         assert len(frame.chats) <= protocol.SYNC_MAX_CHATS
-        for chat_id, seq in frame.chats.items():
+        for chat_id, held in frame.chats.items():
             assert valid_id(chat_id, unknown_ok=False) or (
                 isinstance(chat_id, str) and 0 < len(chat_id) <= 200
             )
-            assert type(seq) is int and 0 <= seq <= ID_MAX
+            assert isinstance(held, protocol.SyncFrom)
+            assert type(held.seq) is int and 0 <= held.seq <= ID_MAX
+            assert held.rev is None or (type(held.rev) is int and 0 <= held.rev <= ID_MAX)
     if isinstance(frame, protocol.Auth):
         assert isinstance(frame.token, str) and frame.token
     for name in ("sender_id", "user_id"):

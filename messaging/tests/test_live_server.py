@@ -305,7 +305,9 @@ async def test_sync_after_reconnect_replays_exactly_the_missed_messages(
     assert [frame["type"] for frame in replayed] == ["message"] * 3 + ["sync"]
     assert [frame["data"]["message"] for frame in replayed[:3]] == missed
     assert [message["seq"] for message in missed] == ["2", "3", "4"]
-    assert replayed[3]["data"] == {"chats": {str(chat.pk): {"lastSeq": "4", "hasMore": False}}}
+    assert replayed[3]["data"] == {
+        "chats": {str(chat.pk): {"lastSeq": "4", "rev": "4", "hasMore": False}}
+    }
 
 
 async def test_messages_stored_before_and_during_a_restart_are_synced_from_the_new_process(
@@ -330,7 +332,7 @@ async def test_messages_stored_before_and_during_a_restart_are_synced_from_the_n
     ]
     assert replayed[4] == {
         "type": "sync",
-        "data": {"chats": {str(chat.pk): {"lastSeq": "4", "hasMore": False}}},
+        "data": {"chats": {str(chat.pk): {"lastSeq": "4", "rev": "4", "hasMore": False}}},
     }
 
 

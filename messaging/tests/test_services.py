@@ -1,13 +1,15 @@
-"""The writes of messaging under contention: seq allocation, idempotent sends, direct chats, read positions."""
+"""The writes of messaging under contention: seq and rev allocation, idempotent sends, changes, direct chats, read and delivered positions, the hot path's statements."""
 
+import functools
 import threading
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from messaging import services
-from messaging.errors import BadRequest, Forbidden, NotFound, NotMember, TooLarge
+from messaging import protocol, selectors, services
+from messaging.errors import BadRequest, Forbidden, MessagingError, NotFound, NotMember, TooLarge
 from messaging.models import Chat, Membership, Message, ReadReceipt
 
 
@@ -308,3 +310,272 @@ def test_a_row_the_database_refuses_fails_alone_and_the_rest_of_the_batch_is_sto
     assert isinstance(bad, BadRequest)
     assert [first[0].seq, second[0].seq] == [1, 2]
     assert list(Message.objects.values_list("text", flat=True)) == ["fine one", "fine two"]
+
+
+# ---------------------------------------------------------------- the hot path's statements
+
+
+def statements_of(work) -> list[str]:
+    """The SQL statements `work()` runs, each cut to its first words."""
+    with CaptureQueriesContext(connection) as queries:
+        work()
+    return [" ".join(query["sql"].split()[:3]) for query in queries.captured_queries]
+
+
+def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
+    user, other_user, chat, group_chat
+):
+    """The hot path: one transaction of (lock,) two lookups, one UPDATE and one INSERT.
+
+    Before the chat log the same batch ran as many statements: 6 on SQLite, 7 on
+    PostgreSQL (which locks the chat rows first). The UPDATE now also moves `last_rev`;
+    the lookups moved inside the transaction, after the lock, so that a removal or a ban
+    committed meanwhile is seen.
+    """
+    services.store_messages([services.Outgoing(user, chat.pk, "warm up")])
+
+    def batch(size: int):
+        return [
+            services.Outgoing(sender, target.pk, f"{size}-{n}", f"cid-{size}-{n}")
+            for n in range(size)
+            for sender, target in ((user, chat), (other_user, group_chat))
+        ]
+
+    one = statements_of(lambda: services.store_messages(batch(1)))
+    fifty = statements_of(lambda: services.store_messages(batch(50)))
+
+    lock = ["SELECT id FROM"] if connection.features.has_select_for_update else []
+    assert one == fifty
+    assert len(one) == 6 + len(lock)
+    assert [s.split()[0] for s in one] == [
+        "BEGIN",
+        *["SELECT"] * len(lock),  # the chat rows, locked in id order
+        "SELECT",  # memberships, mutes and bans
+        "SELECT",  # clientMessageIds already stored
+        "UPDATE",  # seqs and revs
+        "INSERT",
+        "COMMIT",
+    ]
+
+
+def test_a_batch_with_replies_costs_one_statement_more(user, chat):
+    original = send(chat, user, "original")
+    plain = [services.Outgoing(user, chat.pk, f"plain {n}") for n in range(5)]
+    replies = [
+        services.Outgoing(user, chat.pk, f"reply {n}", reply_to=original.pk) for n in range(5)
+    ]
+
+    without = statements_of(lambda: services.store_messages(plain))
+    with_replies = statements_of(lambda: services.store_messages(replies))
+
+    assert len(with_replies) == len(without) + 1
+
+
+def test_a_batch_of_changes_costs_the_same_statements_whatever_its_size(user, other_user, chat):
+    messages = [send(chat, user, f"m{n}") for n in range(40)]
+
+    def edits(first: int, count: int):
+        return [
+            services.Change(user, chat.pk, m.pk, services.Action.EDIT, text=f"edited {first}")
+            for m in messages[first : first + count]
+        ]
+
+    one = statements_of(lambda: services.apply_changes(edits(0, 1)))
+    twenty = statements_of(lambda: services.apply_changes(edits(1, 20)))
+
+    assert [s.split()[0] for s in one] == [s.split()[0] for s in twenty]
+    assert len(one) <= 10
+
+
+# ---------------------------------------------------------------- the chat log
+
+
+def test_new_messages_and_changes_share_one_gap_free_rev_per_chat(user, other_user, chat):
+    first = send(chat, user, "one")
+    services.edit_message(user=user, chat_id=chat.pk, message_id=first.pk, text="one!")
+    services.react(user=other_user, chat_id=chat.pk, message_id=first.pk, emoji="👍")
+    second = send(chat, other_user, "two")
+    services.delete_own_message(user=other_user, chat_id=chat.pk, message_id=second.pk)
+
+    chat.refresh_from_db()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (chat.last_seq, chat.last_rev) == (2, 5)
+    assert (first.seq, first.rev, second.seq, second.rev) == (1, 3, 2, 5)
+
+
+def test_changes_that_change_nothing_take_no_rev(user, other_user, chat):
+    message = send(chat, user, "same")
+
+    edit = services.edit_message(user=user, chat_id=chat.pk, message_id=message.pk, text="same")
+    off = services.react(
+        user=other_user, chat_id=chat.pk, message_id=message.pk, emoji="👍", on=False
+    )
+
+    chat.refresh_from_db()
+    assert (edit.changed, off.changed) == (False, False)
+    assert chat.last_rev == 1
+    assert edit.frame["type"] == "update" and edit.frame["data"]["message"]["rev"] == "1"
+
+
+def test_refused_changes_take_no_rev(user, other_user, outsider, chat):
+    message = send(chat, user, "mine")
+    attempts = [
+        lambda: services.edit_message(
+            user=other_user, chat_id=chat.pk, message_id=message.pk, text="x"
+        ),
+        lambda: services.delete_own_message(
+            user=other_user, chat_id=chat.pk, message_id=message.pk
+        ),
+        lambda: services.react(user=outsider, chat_id=chat.pk, message_id=message.pk, emoji="x"),
+        lambda: services.react(user=user, chat_id=chat.pk, message_id=0, emoji="x"),
+    ]
+
+    errors = []
+    for attempt in attempts:
+        with pytest.raises(MessagingError) as refused:
+            attempt()
+        errors.append(refused.value.code)
+
+    chat.refresh_from_db()
+    assert errors == ["forbidden", "forbidden", "not_member", "not_found"]
+    assert chat.last_rev == 1
+
+
+def test_one_batch_of_changes_numbers_each_change_and_keeps_each_frame_as_it_was(
+    user, other_user, chat
+):
+    message = send(chat, user, "v1")
+    change = functools.partial(services.Change, chat_id=chat.pk, message_id=message.pk)
+
+    outcomes = services.apply_changes(
+        [
+            change(user, action=services.Action.EDIT, text="v2"),
+            change(other_user, action=services.Action.REACT, emoji="👍"),
+            change(user, action=services.Action.REACT, emoji="🎉"),
+            change(other_user, action=services.Action.UNREACT, emoji="👍"),
+            change(other_user, action=services.Action.REACT, emoji="👍"),
+        ]
+    )
+
+    seen = [
+        (o.rev, o.frame["data"]["message"]["text"], o.frame["data"]["message"]["reactions"])
+        for o in outcomes
+    ]
+    assert seen == [
+        (2, "v2", []),
+        (3, "v2", [{"emoji": "👍", "userIds": [str(other_user.pk)]}]),
+        (
+            4,
+            "v2",
+            [
+                {"emoji": "👍", "userIds": [str(other_user.pk)]},
+                {"emoji": "🎉", "userIds": [str(user.pk)]},
+            ],
+        ),
+        (5, "v2", [{"emoji": "🎉", "userIds": [str(user.pk)]}]),
+        (
+            6,
+            "v2",
+            [
+                {"emoji": "🎉", "userIds": [str(user.pk)]},
+                {"emoji": "👍", "userIds": [str(other_user.pk)]},
+            ],
+        ),
+    ]
+    stored = Message.objects.framed().get(pk=message.pk)
+    assert stored.rev == 6
+    assert protocol.message_data(stored)["reactions"] == seen[-1][2]
+
+
+def test_concurrent_edits_and_reactions_take_revs_without_hole_or_duplicate(
+    user, other_user, third_user, group_chat
+):
+    members = [user, other_user, third_user]
+    messages = {m: send(group_chat, m, f"by {m.username}") for m in members}
+
+    def change_forty(index):
+        someone = members[index % len(members)]
+        revs = []
+        for n in range(40):
+            if n % 2:
+                outcome = services.edit_message(
+                    user=someone,
+                    chat_id=group_chat.pk,
+                    message_id=messages[someone].pk,
+                    text=f"{index}-{n}",
+                )
+            else:
+                outcome = services.react(
+                    user=someone,
+                    chat_id=group_chat.pk,
+                    message_id=messages[members[n % 3]].pk,
+                    emoji=f"e{index}",
+                    on=n % 4 == 0,
+                )
+            if outcome.changed:
+                revs.append(outcome.rev)
+        return revs
+
+    per_thread = in_threads(6, change_forty)
+
+    group_chat.refresh_from_db()
+    taken = sorted(rev for revs in per_thread for rev in revs)
+    assert taken == list(range(4, group_chat.last_rev + 1))
+    assert all(revs == sorted(revs) for revs in per_thread)
+    latest = max(m.rev for m in Message.objects.filter(chat=group_chat))
+    assert latest == group_chat.last_rev
+
+
+def test_restore_brings_back_the_text_and_edit_history_but_not_the_reactions(
+    user, other_user, chat
+):
+    message = send(chat, user, "first")
+    services.edit_message(user=user, chat_id=chat.pk, message_id=message.pk, text="second")
+    services.react(user=other_user, chat_id=chat.pk, message_id=message.pk, emoji="👍")
+
+    assert services.delete_message(message=message, moderator=other_user)
+    assert services.restore_message(message=message, moderator=other_user)
+
+    restored = Message.objects.framed().get(pk=message.pk)
+    assert protocol.message_data(restored)["text"] == "second"
+    assert protocol.message_data(restored)["reactions"] == []
+    assert [e["text"] for e in selectors.edit_history(restored)] == ["first", "second"]
+    assert restored.rev == 5
+
+
+def test_a_message_its_author_deleted_cannot_be_restored(user, other_user, chat):
+    message = send(chat, user, "regret")
+    services.delete_own_message(user=user, chat_id=chat.pk, message_id=message.pk)
+    message.refresh_from_db()
+
+    with pytest.raises(Forbidden):
+        services.restore_message(message=message, moderator=other_user)
+
+    message.refresh_from_db()
+    assert message.deleted_at is not None
+
+
+def test_delivered_position_moves_forward_only_and_past_the_last_counts_as_the_last(
+    user, other_user, chat
+):
+    for n in range(3):
+        send(chat, user, f"m{n}")
+
+    steps = [
+        services.mark_delivered(user=other_user, chat_id=chat.pk, seq=seq) for seq in (2, 1, 99)
+    ]
+
+    assert steps == [(2, True), (2, False), (3, True)]
+    assert ReadReceipt.objects.get(chat=chat, user=other_user).delivered_seq == 3
+
+
+def test_reading_moves_the_delivered_position_too(user, other_user, chat):
+    first = send(chat, user, "one")
+    send(chat, user, "two")
+
+    services.mark_read(user=other_user, chat_id=chat.pk)
+
+    receipt = ReadReceipt.objects.get(chat=chat, user=other_user)
+    assert (receipt.seq, receipt.delivered_seq) == (2, 2)
+    assert services.mark_delivered(user=other_user, chat_id=chat.pk, seq=first.seq) == (2, False)

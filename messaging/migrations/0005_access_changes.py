@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0003_moderators_group'),
+        ('messaging', '0004_chat_log'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
