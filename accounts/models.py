@@ -16,7 +16,10 @@ class User(AbstractUser):
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
         ordering = ["id"]
-        permissions = [("ban_user", "Can ban a user (deactivate and close their sockets)")]
+        permissions = [
+            ("ban_user", "Can ban a user (deactivate and close their sockets)"),
+            ("unban_user", "Can unban a user (activate again)"),
+        ]
 
     def __str__(self):
         return self.username

@@ -1,14 +1,54 @@
 """Moderation in the Django admin: every action goes through a service, so it reaches live sockets."""
 
+from datetime import timedelta
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from messaging import services
 from messaging.errors import MessagingError
-from messaging.models import Chat, Membership, Message, MessageEdit, Reaction, ReadReceipt
+from messaging.models import (
+    Chat,
+    Exclusion,
+    Membership,
+    Message,
+    MessageEdit,
+    Reaction,
+    ReadReceipt,
+)
+
+MUTE_DURATIONS = [
+    ("", "until unmuted"),
+    ("3600", "for 1 hour"),
+    ("86400", "for 1 day"),
+    ("604800", "for 1 week"),
+]
+
+
+class ModerationActionForm(helpers.ActionForm):
+    """The changelist's action bar, with what a moderator may add to an action."""
+
+    reason = forms.CharField(
+        required=False, max_length=500, help_text="Optional; kept in the history."
+    )
+    duration = forms.ChoiceField(
+        required=False, choices=MUTE_DURATIONS, help_text="For mute: how long."
+    )
+
+
+def moderation_reason(request) -> str:
+    return (request.POST.get("reason") or "").strip()[:500]
+
+
+def with_reason(text: str, reason: str) -> str:
+    """A history entry: what was done, and why when the moderator said."""
+    return f"{text} Reason: {reason}" if reason else text
 
 
 class ModerationAdmin(admin.ModelAdmin):
@@ -31,6 +71,8 @@ class ModerationAdmin(admin.ModelAdmin):
     def has_moderate_permission(self, request):
         codename = get_permission_codename("moderate", self.opts)
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    action_form = ModerationActionForm
 
 
 def count_in_chat(model):
@@ -184,7 +226,11 @@ class MessageAdmin(ModerationAdmin):
         count = 0
         for message in queryset:
             if services.delete_message(message=message, moderator=request.user):
-                self.log_change(request, message, "Deleted by a moderator.")
+                self.log_change(
+                    request,
+                    message,
+                    with_reason("Deleted by a moderator.", moderation_reason(request)),
+                )
                 count += 1
         self.message_user(request, f"{count} message(s) deleted.", messages.SUCCESS)
 
@@ -200,7 +246,11 @@ class MessageAdmin(ModerationAdmin):
                 final += 1  # its author deleted it: that is final
                 continue
             if restored:
-                self.log_change(request, message, "Restored by a moderator.")
+                self.log_change(
+                    request,
+                    message,
+                    with_reason("Restored by a moderator.", moderation_reason(request)),
+                )
                 count += 1
         self.message_user(request, f"{count} message(s) restored.", messages.SUCCESS)
         if final:
@@ -213,11 +263,11 @@ class MessageAdmin(ModerationAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(ModerationAdmin):
-    list_display = ["id", "chat", "user", "role", "muted", "joined_at"]
+    list_display = ["id", "chat", "user", "role", "muted", "muted_until", "joined_at"]
     list_filter = ["role", "muted"]
     list_select_related = ["chat", "user"]
     search_fields = ["user__username", "chat__title"]
-    readonly_fields = ["chat", "user", "role", "muted", "joined_at"]
+    readonly_fields = ["chat", "user", "role", "muted", "muted_until", "joined_at"]
     actions = ["mute_members", "unmute_members", "remove_members"]
 
     @admin.action(description="Mute selected members", permissions=["moderate"])
@@ -229,12 +279,19 @@ class MembershipAdmin(ModerationAdmin):
         self.set_muted(request, queryset, muted=False)
 
     def set_muted(self, request, queryset, *, muted: bool):
+        seconds = request.POST.get("duration") or ""
+        until = timezone.now() + timedelta(seconds=int(seconds)) if seconds.isdigit() else None
+        what = (
+            ("Muted" + (f" until {until:%Y-%m-%d %H:%M} UTC." if until else "."))
+            if muted
+            else "Unmuted."
+        )
         count = 0
         for membership in queryset.select_related("chat", "user"):
             if services.set_muted(
-                chat_id=membership.chat_id, user_id=membership.user_id, muted=muted
+                chat_id=membership.chat_id, user_id=membership.user_id, muted=muted, until=until
             ):
-                self.log_change(request, membership, "Muted." if muted else "Unmuted.")
+                self.log_change(request, membership, with_reason(what, moderation_reason(request)))
                 count += 1
         word = "muted" if muted else "unmuted"
         self.message_user(request, f"{count} member(s) {word}.", messages.SUCCESS)
@@ -243,14 +300,18 @@ class MembershipAdmin(ModerationAdmin):
     def remove_members(self, request, queryset):
         count = 0
         for membership in queryset.select_related("chat", "user"):
+            reason = moderation_reason(request)
             services.remove_member(
                 actor=request.user,
                 chat_id=membership.chat_id,
                 user_id=membership.user_id,
                 by_moderator=True,
+                reason=reason,
             )
             # Logged on the chat: the membership row is gone.
-            self.log_change(request, membership.chat, f"Removed member {membership.user}.")
+            self.log_change(
+                request, membership.chat, with_reason(f"Removed member {membership.user}.", reason)
+            )
             count += 1
         self.message_user(request, f"{count} member(s) removed.", messages.SUCCESS)
 
@@ -260,3 +321,33 @@ class ReadReceiptAdmin(ModerationAdmin):
     list_display = ["id", "chat", "user", "seq", "read_at", "delivered_seq"]
     list_select_related = ["chat", "user"]
     search_fields = ["user__username"]
+
+
+@admin.register(Exclusion)
+class ExclusionAdmin(ModerationAdmin):
+    """Members a moderator removed: they cannot re-enter the chat until let back here."""
+
+    list_display = ["id", "chat", "user", "moderator", "reason", "created_at"]
+    list_select_related = ["chat", "user", "moderator"]
+    search_fields = ["user__username", "chat__title", "reason"]
+    readonly_fields = ["chat", "user", "moderator", "reason", "created_at"]
+    actions = ["let_back"]
+
+    # Letting back is moderating memberships: the same permission as removing.
+    def has_moderate_permission(self, request):
+        return request.user.has_perm("messaging.moderate_membership")
+
+    @admin.action(
+        description="Let the selected members back into their chats", permissions=["moderate"]
+    )
+    def let_back(self, request, queryset):
+        count = 0
+        for exclusion in queryset.select_related("chat", "user"):
+            if services.readmit_member(chat_id=exclusion.chat_id, user_id=exclusion.user_id):
+                self.log_change(
+                    request,
+                    exclusion.chat,
+                    with_reason(f"Let member {exclusion.user} back.", moderation_reason(request)),
+                )
+                count += 1
+        self.message_user(request, f"{count} member(s) let back.", messages.SUCCESS)

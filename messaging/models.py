@@ -47,6 +47,8 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     muted = models.BooleanField(default=False)
+    # A mute with a duration ends by itself at this time; null: until a moderator unmutes.
+    muted_until = models.DateTimeField(null=True, blank=True)
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -202,3 +204,25 @@ class AccessChange(models.Model):
 
     def __str__(self):
         return f"{self.kind} user {self.user_id} chat {self.chat_id}"
+
+
+class Exclusion(models.Model):
+    """A member a moderator removed from a chat: they cannot come back (by re-creating the direct
+    chat or being added again) until a moderator lets them back."""
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="exclusions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chat", "user"], name="exclusion_unique_chat_user")
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.user} removed from {self.chat}"

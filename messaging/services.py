@@ -30,12 +30,15 @@ from messaging.errors import (
 from messaging.models import (
     AccessChange,
     Chat,
+    Exclusion,
     Membership,
     Message,
     MessageEdit,
     Reaction,
     ReadReceipt,
 )
+
+REMOVED_BY_MODERATOR = "A moderator removed this member from the chat."
 
 # Held from a message's seq (or a change's rev) allocation until its broadcast has been
 # handed to the channel layer (which never waits on Redis), so one process publishes a
@@ -129,9 +132,11 @@ def _direct_chat(creator, other) -> tuple[Chat, bool]:
     key = f"{low}:{high}"
     existing = Chat.objects.filter(direct_key=key).first()
     if existing is not None:
+        if Exclusion.objects.filter(chat=existing).exists():
+            raise Forbidden(REMOVED_BY_MODERATOR)
         if Membership.objects.filter(chat=existing).count() < 2:
-            # A moderator removed one of the pair: asking again brings both back,
-            # so the answer is always a chat the caller is a member of.
+            # One of the pair left: asking again brings both back, so the answer is
+            # always a chat the caller is a member of.
             with transaction.atomic():
                 _join(existing, creator)
                 _join(existing, other)
@@ -153,16 +158,19 @@ def add_member(*, actor, chat_id, user_id) -> tuple[Chat, bool]:
     if chat.is_direct:
         raise BadRequest("A direct chat cannot take more members.")
     (user,) = _active_users([user_id])
+    if Exclusion.objects.filter(chat=chat, user=user).exists():
+        raise Forbidden(REMOVED_BY_MODERATOR)
     with transaction.atomic():
         created = _join(chat, user)
     return chat, created
 
 
 @_unavailable_on_database_error
-def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> None:
+def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False, reason: str = "") -> None:
     """A member leaves, or the owner (or a moderator) removes one.
 
-    When the owner leaves, the longest-standing member becomes the owner.
+    When the owner leaves, the longest-standing member becomes the owner. A member a
+    moderator removed cannot come back until a moderator lets them back (`readmit_member`).
     """
     if by_moderator:
         chat = Chat.objects.filter(pk=chat_id).first()
@@ -188,6 +196,10 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False) -> Non
             if heir is not None:
                 heir.role = Membership.Role.OWNER
                 heir.save(update_fields=["role"])
+        if by_moderator:
+            Exclusion.objects.update_or_create(
+                chat=chat, user_id=user_id, defaults={"moderator": actor, "reason": reason}
+            )
         record_access_change(membership.user_id, AccessChange.Kind.REMOVED, chat_id=chat.pk)
         events.on_commit(events.notify_membership, membership.user_id, chat.pk, "removed")
 
@@ -729,13 +741,46 @@ def mark_delivered(*, user, chat_id, seq: int) -> tuple[int, bool]:
 
 
 @_unavailable_on_database_error
-def set_muted(*, chat_id, user_id, muted: bool) -> bool:
+def set_muted(*, chat_id, user_id, muted: bool, until=None) -> bool:
     """Mute or unmute a member: a muted member's sends are refused with `forbidden`.
 
-    Returns False when nothing changed (not a member, or already in that state).
+    `until`: a mute that ends by itself then (None: until unmuted). Returns False when
+    nothing changed (not a member, or already in that state).
     """
-    members = Membership.objects.filter(chat_id=chat_id, user_id=user_id, muted=not muted)
-    return bool(members.update(muted=muted))
+    until = until if muted else None
+    members = Membership.objects.filter(chat_id=chat_id, user_id=user_id)
+    unchanged = (
+        members.filter(muted=muted, muted_until=until)
+        if until
+        else members.filter(muted=muted, muted_until__isnull=True)
+    )
+    if unchanged.exists():
+        return False
+    return bool(members.update(muted=muted, muted_until=until))
+
+
+@_unavailable_on_database_error
+def readmit_member(*, chat_id, user_id) -> bool:
+    """A moderator lets back a member they removed: the removal no longer holds and the user is
+    a member again. False when there was no such removal."""
+    with transaction.atomic():
+        exclusion = Exclusion.objects.filter(chat_id=chat_id, user_id=user_id).first()
+        if exclusion is None:
+            return False
+        exclusion.delete()
+        user = get_user_model().objects.get(pk=user_id)
+        _join(exclusion.chat, user)
+    return True
+
+
+@_unavailable_on_database_error
+def unban_user(*, user) -> bool:
+    """Activate a banned user again; they sign in anew (their old logins stay ended)."""
+    if user.is_active:
+        return False
+    user.is_active = True
+    user.save(update_fields=["is_active"])
+    return True
 
 
 @_unavailable_on_database_error

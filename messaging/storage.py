@@ -12,6 +12,7 @@ import contextlib
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models.base import ModelState
+from django.utils import timezone
 
 from messaging.models import Chat, Membership, Message
 
@@ -28,19 +29,22 @@ def placeholders(values) -> str:
 
 
 def senders_standing(chat_ids: set, user_ids: set) -> dict[tuple[int, int], tuple[bool, bool]]:
-    """(chat id, user id) -> (muted, user active), for the memberships among those chats and
-    users. Inside the storing transaction; on PostgreSQL the rows are share-locked, so a
-    removal or a ban committing meanwhile is either seen here or waits for this commit."""
+    """(chat id, user id) -> (muted now, user active), for the memberships among those chats
+    and users (a mute past its `muted_until` has ended). Inside the storing transaction; on
+    PostgreSQL the rows are share-locked, so a removal or a ban committing meanwhile is
+    either seen here or waits for this commit."""
     if not chat_ids or not user_ids:
         return {}
     lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT m.chat_id, m.user_id, m.muted, u.is_active FROM {MEMBERSHIP} m"
-            f" JOIN {USER} u ON u.id = m.user_id"
+            f"SELECT m.chat_id, m.user_id,"
+            f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
+            f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
             f" WHERE m.chat_id IN ({placeholders(chat_ids)})"
             f" AND m.user_id IN ({placeholders(user_ids)}){lock}",
-            [*chat_ids, *user_ids],
+            [now, *chat_ids, *user_ids],
         )
         return {
             (chat_id, user_id): (bool(muted), bool(active))

@@ -1,6 +1,7 @@
 """Moderation through the Django admin's own views, and its effect on live sockets and the API."""
 
 import importlib
+from datetime import timedelta
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -11,13 +12,15 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from conftest import db_call, make_user, token_for
 from messaging import services
-from messaging.models import Chat, Membership, Message, ReadReceipt
+from messaging.errors import Forbidden
+from messaging.models import Chat, Exclusion, Membership, Message, ReadReceipt
 
 MODERATOR_PERMISSIONS = {
     "messaging.view_chat",
@@ -628,3 +631,145 @@ def test_message_list_costs_the_same_queries_for_5_messages_as_for_a_page_of_100
 
     assert with_100 == with_5
     assert with_5 <= 12
+
+
+# ---------------------------------------------------------------- moderation that sticks (issue 13)
+
+
+@pytest.fixture
+def full_moderators_group(moderators_group):
+    """The Moderators group with the grants of the later migrations too."""
+    migration = importlib.import_module("messaging.migrations.0007_moderators_unban_and_exclusions")
+    state = MigrationLoader(connection).project_state(
+        ("messaging", "0007_moderators_unban_and_exclusions")
+    )
+    migration.grant(state.apps, None)
+    return moderators_group
+
+
+def act(client, model, action: str, ids, **fields):
+    """Post a changelist action with the action bar's extra fields (reason, duration)."""
+    url = changelist(model)
+    response = client.post(
+        url,
+        {"action": action, "_selected_action": [str(i) for i in ids], "index": "0", **fields},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return [str(message) for message in response.context["messages"]]
+
+
+def history_of(obj) -> list[str]:
+    entries = LogEntry.objects.filter(object_id=str(obj.pk)).order_by("action_time")
+    return [entry.get_change_message() for entry in entries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_moderator_unbans_a_user_with_the_unban_permission(
+    full_moderators_group, moderator, moderator_client, outsider
+):
+    services.ban_user(user=outsider)
+
+    shown = act(
+        moderator_client, type(outsider), "unban_users", [outsider.pk], reason="appeal accepted"
+    )
+
+    outsider.refresh_from_db()
+    assert outsider.is_active
+    assert shown == ["1 user(s) unbanned."]
+    assert history_of(outsider)[-1] == "Unbanned (active again). Reason: appeal accepted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unban_is_not_offered_without_the_unban_permission(
+    moderators_group, moderator, moderator_client
+):
+    assert "unban_users" not in offered_actions(moderator_client, type(moderator))
+    assert "ban_users" in offered_actions(moderator_client, type(moderator))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ban_with_a_reason_keeps_it_in_the_users_history_page(
+    moderators_group, moderator, moderator_client, outsider
+):
+    act(moderator_client, type(outsider), "ban_users", [outsider.pk], reason="spam links")
+
+    page = moderator_client.get(reverse("admin:accounts_user_history", args=[outsider.pk]))
+    assert "Banned (deactivated). Reason: spam links" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_action_without_a_reason_works_as_before(
+    moderators_group, moderator, moderator_client, outsider
+):
+    act(moderator_client, type(outsider), "ban_users", [outsider.pk])
+
+    outsider.refresh_from_db()
+    assert not outsider.is_active
+    assert history_of(outsider)[-1] == "Banned (deactivated)."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delete_and_remove_keep_their_reasons(
+    moderators_group, moderator, moderator_client, user, other_user, group_chat
+):
+    message, _ = services.send_message(sender=user, chat_id=group_chat.pk, text="rude")
+    membership = Membership.objects.get(chat=group_chat, user=other_user)
+
+    act(moderator_client, type(message), "delete_messages", [message.pk], reason="insult")
+    act(moderator_client, Membership, "remove_members", [membership.pk], reason="harassment")
+
+    assert history_of(message)[-1] == "Deleted by a moderator. Reason: insult"
+    assert history_of(group_chat)[-1] == f"Removed member {other_user}. Reason: harassment"
+    assert Exclusion.objects.get(chat=group_chat, user=other_user).reason == "harassment"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_timed_mute_refuses_sends_until_it_ends_by_itself(
+    moderators_group, moderator, moderator_client, user, other_user, group_chat
+):
+    membership = Membership.objects.get(chat=group_chat, user=other_user)
+
+    act(moderator_client, Membership, "mute_members", [membership.pk], duration="3600")
+    with pytest.raises(Forbidden):
+        services.send_message(sender=other_user, chat_id=group_chat.pk, text="muted")
+    # An hour later (the clock is not moved: the mute's end is).
+    Membership.objects.filter(pk=membership.pk).update(
+        muted_until=timezone.now() - timedelta(seconds=1)
+    )
+    message, created = services.send_message(sender=other_user, chat_id=group_chat.pk, text="back")
+
+    assert created and message.text == "back"
+    assert history_of(membership)[0].startswith("Muted until ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mute_without_a_duration_lasts_until_unmuted(
+    moderators_group, moderator, moderator_client, user, other_user, group_chat
+):
+    membership = Membership.objects.get(chat=group_chat, user=other_user)
+
+    act(moderator_client, Membership, "mute_members", [membership.pk])
+
+    membership.refresh_from_db()
+    assert membership.muted and membership.muted_until is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_let_back_readmits_a_member_a_moderator_removed(
+    full_moderators_group, moderator, moderator_client, user, other_user, chat, api_client
+):
+    services.remove_member(
+        actor=moderator, chat_id=chat.pk, user_id=other_user.pk, by_moderator=True
+    )
+    exclusion = Exclusion.objects.get(chat=chat, user=other_user)
+
+    shown = act(moderator_client, Exclusion, "let_back", [exclusion.pk], reason="apologised")
+
+    assert shown == ["1 member(s) let back."]
+    assert Membership.objects.filter(chat=chat, user=other_user).exists()
+    assert not Exclusion.objects.filter(chat=chat, user=other_user).exists()
+    response = api_client.as_user(other_user).post(
+        "/api/chats/", {"memberIds": [str(user.pk)]}, format="json"
+    )
+    assert response.status_code == 200

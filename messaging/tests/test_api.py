@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -336,10 +337,10 @@ def test_direct_chat_is_created_once_then_returned_with_200(api_client, user, ot
     assert Chat.objects.count() == 1
 
 
-def test_asking_again_for_a_direct_chat_one_was_removed_from_brings_them_back(
+def test_asking_again_for_a_direct_chat_one_left_brings_them_back(
     api_client, user, other_user, chat
 ):
-    services.remove_member(actor=None, chat_id=chat.pk, user_id=user.pk, by_moderator=True)
+    services.remove_member(actor=user, chat_id=chat.pk, user_id=user.pk)
 
     response = api_client.as_user(user).post(
         "/api/chats/", {"memberIds": [str(other_user.pk)]}, format="json"
@@ -348,6 +349,44 @@ def test_asking_again_for_a_direct_chat_one_was_removed_from_brings_them_back(
     assert response.status_code == 200
     assert response.json()["id"] == str(chat.pk)
     assert {m["id"] for m in response.json()["members"]} == {str(user.pk), str(other_user.pk)}
+
+
+@pytest.mark.parametrize("asker", ["removed", "other"])
+def test_a_direct_chat_a_moderator_removed_one_from_cannot_be_recreated_by_either(
+    api_client, user, other_user, chat, asker
+):
+    services.remove_member(actor=None, chat_id=chat.pk, user_id=user.pk, by_moderator=True)
+    me, them = (user, other_user) if asker == "removed" else (other_user, user)
+
+    response = api_client.as_user(me).post(
+        "/api/chats/", {"memberIds": [str(them.pk)]}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    assert not chat.memberships.filter(user=user).exists()
+
+
+def test_adding_back_a_member_a_moderator_removed_is_403(api_client, user, other_user, group_chat):
+    services.remove_member(
+        actor=None, chat_id=group_chat.pk, user_id=other_user.pk, by_moderator=True
+    )
+
+    response = api_client.as_user(user).post(
+        f"/api/chats/{group_chat.pk}/members/", {"userId": str(other_user.pk)}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+
+
+def test_a_member_let_back_by_a_moderator_is_a_member_again(api_client, user, other_user, chat):
+    services.remove_member(actor=None, chat_id=chat.pk, user_id=user.pk, by_moderator=True)
+
+    services.readmit_member(chat_id=chat.pk, user_id=user.pk)
+
+    response = api_client.as_user(user).get(f"/api/chats/{chat.pk}/")
+    assert response.status_code == 200
 
 
 def test_group_chat_is_created_with_the_caller_as_a_member(
