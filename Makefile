@@ -10,7 +10,8 @@ export HOST PORT
 PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
-.PHONY: run dev cluster test test-default test-postgres lint format services install install-dev audit clean browser nginx screenshots
+
+.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean browser nginx screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,10 @@ services:
 	@for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+
+## test-fast: everything but the live, cluster and browser tests, on the embedded default (about a minute).
+test-fast: install-dev
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -n 2 -m "not live and not cluster and not browser"
 
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
 test: lint test-default test-postgres

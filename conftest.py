@@ -5,10 +5,6 @@ import base64
 import contextlib
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,8 +18,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from messaging import delivered, ratelimit
 from messaging.realtime import presence
+from messaging.testing import BASE_DIR, LiveServer, Socket, free_port  # noqa: F401 - re-exported
 
-BASE_DIR = Path(__file__).resolve().parent
 PASSWORD = "correct-horse-battery-staple"
 
 
@@ -79,22 +75,22 @@ def token_for(user) -> str:
 
 
 @pytest.fixture
-def user(transactional_db):
+def user(db):
     return make_user("alice")
 
 
 @pytest.fixture
-def other_user(transactional_db):
+def other_user(db):
     return make_user("bob")
 
 
 @pytest.fixture
-def third_user(transactional_db):
+def third_user(db):
     return make_user("carol")
 
 
 @pytest.fixture
-def outsider(transactional_db):
+def outsider(db):
     return make_user("mallory")
 
 
@@ -198,8 +194,10 @@ class Client:
 
 
 @pytest.fixture
-async def connect():
-    """`await connect(user)` opens an authenticated socket and returns it after the `connect` frame."""
+async def connect(transactional_db):
+    """`await connect(user)` opens an authenticated socket and returns it after the `connect` frame.
+
+    Socket tests run transactionally: the consumer's worker threads read what the test wrote."""
     from biogram.asgi import application
 
     clients = []
@@ -254,109 +252,20 @@ async def expect_errors(client, cases, send, code: str, ref):
 # ---------------------------------------------------------------- live server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url_of(settings_dict) -> str:
-    """A DATABASE_URL naming the test database this process uses."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{settings_dict['NAME']}"
-    user = settings_dict.get("USER") or "postgres"
-    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
-    host = settings_dict.get("HOST") or "127.0.0.1"
-    port = settings_dict.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
-
-
-class LiveServer:
-    """A `manage.py serve` process on a free port, sharing the test database (`runserver=True`:
-    Django's development server on daphne instead, as `make dev` runs it)."""
-
-    def __init__(self, env_overrides=None, *, runserver: bool = False):
-        from django.db import connection
-
-        self.port = free_port()
-        self.command = (
-            ["manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"]
-            if runserver
-            else ["manage.py", "serve"]
-        )
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url_of(connection.settings_dict),
-            "SECRET_KEY": settings.SECRET_KEY,
-            "PORT": str(self.port),
-            "HOST": "127.0.0.1",
-            "LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-            **(env_overrides or {}),
-        }
-        self.log_path = Path(settings.VAR_DIR) / f"live-{self.port}.log"
-        self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 20):
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, *self.command],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
-
-    def stop(self, sig=None):
-        if self.process and self.process.poll() is None:
-            if sig is None:
-                self.process.terminate()
-            else:
-                self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
 def start_live_server(transactional_db):
     """Start real server processes with settings of the test's own: `start_live_server(**env)`."""
     servers = []
 
-    def start(**env):
-        server = LiveServer({name: str(value) for name, value in env.items()}).start()
+    def start(*, runserver: bool = False, **env):
+        server = LiveServer(env, runserver=runserver)
         servers.append(server)
-        return server
+        return server.start()
 
     yield start
     for server in servers:
         server.stop()
-        server.log_path.unlink(missing_ok=True)
+        server.remove_log()
 
 
 def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -> socket.socket:
@@ -384,9 +293,38 @@ def raw_websocket(port: int, token: str, *, receive_buffer: int | None = None) -
 
 
 @pytest.fixture
-def live_server_process(transactional_db):
+def live_server_process(start_live_server):
     """A real server process (uvicorn via `manage.py serve`) for this test."""
-    server = LiveServer().start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+    return start_live_server()
+
+
+@pytest.fixture
+async def open_socket():
+    """`await open_socket(server, someone)`: a real client of a live server, after its `connect`
+    frame; `someone` is a user or a token (or None, with `query=` of the test's own)."""
+    sockets = []
+
+    async def open_(server, someone=None, *, query=None, path="/ws/chat/", origin=None):
+        token = None
+        if someone is not None:
+            token = someone if isinstance(someone, str) else token_for(someone)
+        client = await Socket.open(server.ws_url, token, query=query, path=path, origin=origin)
+        sockets.append(client)
+        return client
+
+    yield open_
+    for client in sockets:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Socket tests run transactionally: a server process (tests marked `live`) or the
+    consumer's worker threads (every async test drives a socket) must see what the test
+    wrote. The others (REST, services, admin, selectors) run in a rolled-back transaction
+    (`db`), unless they ask for `transactional_db` (threads of their own)."""
+    for item in items:
+        if item.get_closest_marker("live") or asyncio.iscoroutinefunction(
+            getattr(item, "function", None)
+        ):
+            item.add_marker(pytest.mark.django_db(transaction=True))

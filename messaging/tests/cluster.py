@@ -6,7 +6,6 @@ Nothing here touches the machine's PostgreSQL or Redis: the Redis is a
 test that made them.
 """
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -17,29 +16,25 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from http.cookiejar import CookieJar
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from conftest import PASSWORD
+from messaging.testing import (  # noqa: F401 - Socket and send_and_ack re-exported
+    BASE_DIR,
+    LiveServer,
+    ManagedProcess,
+    Socket,
+    free_port,
+    send_and_ack,
+    wait_until,
+)
 
-from conftest import PASSWORD, LiveServer, free_port
-
-BASE_DIR = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = BASE_DIR / "deploy" / "nginx.conf"
-
-
-def wait_until(ready, *, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} not ready within {timeout}s")
-        time.sleep(interval)
 
 
 def port_open(port: int) -> bool:
@@ -51,7 +46,7 @@ def port_open(port: int) -> bool:
 # ---------------------------------------------------------------- Redis
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """A redis-server of the test's own on a free port; nothing persisted, so a restart empties it."""
 
     def __init__(self):
@@ -85,14 +80,7 @@ class RedisServer:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stopped(self) -> None:
         self.process = None
 
 
@@ -217,7 +205,7 @@ def start_servers(count: int, env: dict) -> list[LiveServer]:
 def stop_servers(servers: list[LiveServer]) -> None:
     for server in servers:
         server.stop()
-        server.log_path.unlink(missing_ok=True)
+        server.remove_log()
 
 
 def process_of(socket: "Socket") -> str:
@@ -226,83 +214,6 @@ def process_of(socket: "Socket") -> str:
 
 
 # ---------------------------------------------------------------- clients
-
-
-class Socket:
-    """A real WebSocket client speaking the protocol's JSON frames."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self.connect_frame: dict | None = None
-
-    @classmethod
-    async def open(cls, ws_url: str, token: str, *, path: str = "/ws/chat/") -> "Socket":
-        connection = await ws_connect(
-            f"{ws_url}{path}?token={quote(token)}",
-            open_timeout=5,
-            close_timeout=1,
-            max_queue=None,
-        )
-        socket = cls(connection)
-        socket.connect_frame = await socket.receive()
-        if socket.connect_frame["type"] != "connect":
-            await socket.close()
-            raise AssertionError(f"expected connect, got {socket.connect_frame}")
-        return socket
-
-    async def send(self, frame_type: str, **data) -> None:
-        await self.connection.send(json.dumps({"type": frame_type, "data": data}))
-
-    async def receive(self, within: float = 5) -> dict:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), within))
-
-    async def receive_type(self, frame_type: str, within: float = 5, **match) -> dict:
-        """The next frame of `frame_type` whose data has `match`'s values, skipping others."""
-        deadline = time.monotonic() + within
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {frame_type} frame {match or ''} within {within}s")
-            frame = await self.receive(within=left)
-            if frame["type"] == frame_type and all(
-                frame["data"].get(key) == value for key, value in match.items()
-            ):
-                return frame
-
-    async def frames_within(self, seconds: float) -> list[dict]:
-        """Every frame that arrives in the next `seconds`."""
-        frames = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                frames.append(await self.receive(within=left))
-            except TimeoutError:
-                break
-        return frames
-
-    async def frames_until_closed(self, within: float = 5) -> tuple[list[dict], int | None]:
-        """Every frame the server sends until it closes, and the close code it sent."""
-        frames = []
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                frames.append(await self.receive(within=max(0.01, deadline - time.monotonic())))
-            except ConnectionClosed as closed:
-                return frames, closed.rcvd.code if closed.rcvd else None
-
-    async def close(self) -> None:
-        await self.connection.close()
-
-
-async def send_and_ack(socket: Socket, chat_id, client_message_id: str, within: float = 5) -> dict:
-    """Send a message and wait for the server's echo of it; the stored message object."""
-    await socket.send(
-        "message", chatId=str(chat_id), text=client_message_id, clientMessageId=client_message_id
-    )
-    while True:
-        frame = await socket.receive_type("message", within=within)
-        if frame["data"]["message"]["clientMessageId"] == client_message_id:
-            return frame["data"]["message"]
 
 
 def order_problem(seqs: list[int], count: int) -> str | None:
@@ -400,7 +311,7 @@ def render_nginx_conf(*, listen: int, upstream_ports: list[int], run_dir: Path) 
     )
 
 
-class Nginx:
+class Nginx(ManagedProcess):
     """nginx with deploy/nginx.conf in front of some server processes, under a temporary prefix."""
 
     def __init__(self, upstream_ports: list[int]):
@@ -442,14 +353,7 @@ class Nginx:
         wait_until(listening, timeout=10, what="nginx")
         return self
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stopped(self) -> None:
         self.process = None
 
     def access_log(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LiveServer, make_user, token_for
+from conftest import make_user, token_for
 from messaging import services
 
 pytestmark = pytest.mark.live
@@ -24,19 +24,14 @@ SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
 @pytest.fixture
-def fuzzed_server(transactional_db):
+def fuzzed_server(start_live_server):
     """A server whose throttles and message rate limit do not hide the code behind them."""
-    server = LiveServer(
-        env_overrides={
-            "THROTTLE_ANON": "100000/min",
-            "THROTTLE_USER": "100000/min",
-            "RATE_LIMIT_ENABLED": "0",
-            "LOG_LEVEL": "WARNING",
-        }
-    ).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+    return start_live_server(
+        THROTTLE_ANON="100000/min",
+        THROTTLE_USER="100000/min",
+        RATE_LIMIT_ENABLED=0,
+        LOG_LEVEL="WARNING",
+    )
 
 
 def test_fuzzed_requests_never_get_a_server_error_or_an_answer_off_the_schema(

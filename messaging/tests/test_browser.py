@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from conftest import BASE_DIR, LiveServer, token_for
+from conftest import BASE_DIR, token_for
 from messaging import services
 from messaging.models import Message
 from messaging.tests.cluster import call
@@ -67,20 +67,14 @@ def browser():
 
 
 @pytest.fixture
-def start_server(browser, transactional_db):
-    """`start_server(**env)`: a real server process on a free port; all stop at teardown."""
-    servers = []
+def start_server(browser, start_live_server):
+    """`start_server(**env)`: conftest's live server, without the async-unsafe allowance this
+    process needs for Playwright's sync API."""
 
     def start(**env):
-        overrides = {ASYNC_UNSAFE: "", **{key: str(value) for key, value in env.items()}}
-        server = LiveServer(env_overrides=overrides)
-        servers.append(server)
-        return server.start()
+        return start_live_server(**{ASYNC_UNSAFE: "", **env})
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.log_path.unlink(missing_ok=True)
+    return start
 
 
 @pytest.fixture

@@ -103,23 +103,6 @@ def start_pair(transactional_db):
 
 
 @pytest.fixture
-async def open_socket():
-    """`await open_socket(server, user or token)`: a real client, after its `connect` frame."""
-    sockets = []
-
-    async def open_(server, someone) -> Socket:
-        token = someone if isinstance(someone, str) else token_for(someone)
-        socket = await Socket.open(server.ws_url, token)
-        sockets.append(socket)
-        return socket
-
-    yield open_
-    for socket in sockets:
-        with contextlib.suppress(Exception):
-            await socket.close()
-
-
-@pytest.fixture
 def dave(transactional_db):
     return make_user("dave")
 

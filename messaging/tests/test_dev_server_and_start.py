@@ -21,7 +21,8 @@ from rest_framework_simplejwt.tokens import AccessToken
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import BASE_DIR, LiveServer, free_port, token_for
+from conftest import token_for
+from messaging.testing import BASE_DIR, free_port
 
 pytestmark = pytest.mark.live
 
@@ -115,14 +116,10 @@ async def close_code_of(url: str, *frames: str, extra_headers=None) -> int | Non
 
 
 @pytest.fixture
-def dev_server(transactional_db):
-    server = LiveServer(
-        {"WS_MAX_SOCKETS_PER_USER": "1", "RATE_LIMIT_BURST": "1", "RATE_LIMIT_STRIKES": "1"},
-        runserver=True,
-    ).start()
-    yield server
-    server.stop()
-    server.log_path.unlink(missing_ok=True)
+def dev_server(start_live_server):
+    return start_live_server(
+        runserver=True, WS_MAX_SOCKETS_PER_USER=1, RATE_LIMIT_BURST=1, RATE_LIMIT_STRIKES=1
+    )
 
 
 async def test_every_close_code_the_server_uses_reaches_the_client_under_runserver(

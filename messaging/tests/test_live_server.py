@@ -1,7 +1,6 @@
 """End to end: a real `manage.py serve` process, real WebSocket clients and real HTTP requests."""
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
@@ -10,69 +9,15 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
-from conftest import LiveServer, db_call, token_for
+from conftest import db_call, token_for
 from messaging import protocol, services
+from messaging.testing import LiveServer, send_and_ack
 
 pytestmark = pytest.mark.live
 
 FRAME_LIMIT = 64 * 1024
-
-
-class Socket:
-    """A real WebSocket client speaking the protocol's JSON frames."""
-
-    def __init__(self, connection):
-        self.connection = connection
-        self.connect_frame = None
-
-    async def send(self, frame_type: str, **data):
-        await self.connection.send(json.dumps({"type": frame_type, "data": data}))
-
-    async def send_raw(self, text: str):
-        await self.connection.send(text)
-
-    async def receive(self, within: float = 5) -> dict:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), within))
-
-    async def receive_type(self, frame_type: str, within: float = 5) -> dict:
-        """The next frame of `frame_type`, skipping others (presence, typing…)."""
-        deadline = time.monotonic() + within
-        while True:
-            frame = await self.receive(within=max(0.01, deadline - time.monotonic()))
-            if frame["type"] == frame_type:
-                return frame
-
-    async def frames_until_closed(self, within: float = 5) -> tuple[list[dict], int | None]:
-        """Every frame the server sends until it closes, and the close code it sent."""
-        frames = []
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                frames.append(await self.receive(within=max(0.01, deadline - time.monotonic())))
-            except ConnectionClosed as closed:
-                return frames, closed.rcvd.code if closed.rcvd else None
-
-    async def close(self):
-        await self.connection.close()
-
-
-@pytest.fixture
-def start_server(transactional_db):
-    """`start_server(**env)` starts a server process with those settings; all stop at teardown."""
-    servers = []
-
-    def start(**env_overrides):
-        server = LiveServer(env_overrides={k: str(v) for k, v in env_overrides.items()})
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
-        server.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,31 +29,7 @@ def handshake_server(django_db_setup):
     server = LiveServer().start()
     yield server
     server.stop()
-    server.log_path.unlink(missing_ok=True)
-
-
-@pytest.fixture
-async def open_socket():
-    """`await open_socket(server, user)` connects a real client and returns it after `connect`."""
-    sockets = []
-
-    async def open_(server, someone=None, *, query=None, path="/ws/chat/", origin=None):
-        if query is None:
-            query = f"token={quote(token_for(someone))}"
-        connection = await ws_connect(
-            f"{server.ws_url}{path}?{query}", origin=origin, open_timeout=5, close_timeout=1
-        )
-        socket = Socket(connection)
-        sockets.append(socket)
-        if someone is not None and "token=" in query:
-            socket.connect_frame = await socket.receive()
-            assert socket.connect_frame["type"] == "connect", socket.connect_frame
-        return socket
-
-    yield open_
-    for socket in sockets:
-        with contextlib.suppress(Exception):
-            await socket.close()
+    server.remove_log()
 
 
 def post_json(url: str, body: dict, *, token: str) -> tuple[int, dict]:
@@ -128,15 +49,6 @@ def http_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
-
-
-async def send_and_ack(socket: Socket, chat, text: str) -> dict:
-    """Send a message and wait for its echo; the stored message object."""
-    await socket.send("message", chatId=str(chat.pk), text=text, clientMessageId=text)
-    while True:
-        frame = await socket.receive_type("message")
-        if frame["data"]["message"]["clientMessageId"] == text:
-            return frame["data"]["message"]
 
 
 # ---------------------------------------------------------------- connecting
@@ -244,9 +156,9 @@ async def test_typing_expires_about_3_seconds_after_the_last_typing_frame(
 
 
 async def test_coalesced_typing_frame_is_not_forwarded_but_restarts_the_expiry_timer(
-    start_server, open_socket, user, other_user, chat
+    start_live_server, open_socket, user, other_user, chat
 ):
-    server = start_server(TYPING_TIMEOUT_MS=1000)
+    server = start_live_server(TYPING_TIMEOUT_MS=1000)
     alice = await open_socket(server, user)
     bob = await open_socket(server, other_user)
 
@@ -292,11 +204,11 @@ async def test_sync_after_reconnect_replays_exactly_the_missed_messages(
 ):
     alice = await open_socket(live_server_process, user)
     bob = await open_socket(live_server_process, other_user)
-    await send_and_ack(alice, chat, "before")
+    await send_and_ack(alice, chat.pk, "before")
     seen = await bob.receive_type("message")
     await bob.close()
     await alice.receive_type("disconnect")
-    missed = [await send_and_ack(alice, chat, f"missed {n}") for n in range(3)]
+    missed = [await send_and_ack(alice, chat.pk, f"missed {n}") for n in range(3)]
 
     bob = await open_socket(live_server_process, other_user)
     await bob.send("sync", chats={str(chat.pk): seen["data"]["message"]["seq"]})
@@ -311,17 +223,17 @@ async def test_sync_after_reconnect_replays_exactly_the_missed_messages(
 
 
 async def test_messages_stored_before_and_during_a_restart_are_synced_from_the_new_process(
-    start_server, open_socket, user, other_user, chat
+    start_live_server, open_socket, user, other_user, chat
 ):
-    first = start_server()
+    first = start_live_server()
     alice = await open_socket(first, user)
-    sent = [await send_and_ack(alice, chat, f"stored {n}") for n in range(3)]
+    sent = [await send_and_ack(alice, chat.pk, f"stored {n}") for n in range(3)]
     await asyncio.to_thread(first.stop, signal.SIGTERM)
     while_down, _ = await db_call(services.send_message)(
         sender=user, chat_id=chat.pk, text="while down"
     )
 
-    second = start_server()
+    second = start_live_server()
     bob = await open_socket(second, other_user)
     await bob.send("sync", chats={str(chat.pk): "0"})
 
@@ -355,8 +267,8 @@ async def test_sigterm_sends_server_shutdown_disconnect_before_the_close(
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-async def test_token_never_reaches_the_server_log(start_server, open_socket, user, log_format):
-    server = start_server(LOG_FORMAT=log_format)
+async def test_token_never_reaches_the_server_log(start_live_server, open_socket, user, log_format):
+    server = start_live_server(LOG_FORMAT=log_format)
     token = token_for(user)
     socket = await open_socket(server, user, query=f"token={quote(token)}")
     await socket.send("ping")

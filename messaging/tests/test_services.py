@@ -50,6 +50,7 @@ def send(chat, sender, text="hi", **extra) -> Message:
 # ---------------------------------------------------------------- seq allocation
 
 
+@pytest.mark.django_db(transaction=True)  # threads of its own write to the database
 def test_concurrent_senders_get_seqs_1_to_400_without_hole_or_duplicate(
     user, other_user, third_user, group_chat
 ):
@@ -168,6 +169,7 @@ def test_client_message_id_is_unique_per_sender_not_globally(user, other_user, c
     assert [m.seq for m in Message.objects.all()] == [1, 2]
 
 
+@pytest.mark.django_db(transaction=True)  # threads of its own write to the database
 def test_concurrent_retries_of_one_message_store_it_once(user, chat):
     def retry(index):
         return services.send_message(
@@ -186,6 +188,7 @@ def test_concurrent_retries_of_one_message_store_it_once(user, chat):
 # ---------------------------------------------------------------- direct chats
 
 
+@pytest.mark.django_db(transaction=True)  # threads of its own write to the database
 def test_racing_requests_for_a_direct_chat_get_one_chat(user, other_user):
     def create(index):
         creator, other = (user, other_user) if index % 2 else (other_user, user)
@@ -280,6 +283,7 @@ def test_read_by_a_non_member_is_not_member(outsider, other_user, chat):
     assert not ReadReceipt.objects.filter(user=outsider).exists()
 
 
+@pytest.mark.django_db(transaction=True)  # threads of its own write to the database
 def test_concurrent_reads_end_at_the_newest_message(user, other_user, chat):
     messages = [send(chat, other_user, f"m{n}") for n in range(8)]
 
@@ -322,6 +326,7 @@ def statements_of(work) -> list[str]:
     return [" ".join(query["sql"].split()[:3]) for query in queries.captured_queries]
 
 
+@pytest.mark.django_db(transaction=True)  # counts real BEGIN/COMMIT, not savepoints
 def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
     user, other_user, chat, group_chat
 ):
@@ -358,6 +363,7 @@ def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
     ]
 
 
+@pytest.mark.django_db(transaction=True)  # counts real BEGIN/COMMIT, not savepoints
 def test_a_batch_with_replies_costs_one_statement_more(user, chat):
     original = send(chat, user, "original")
     plain = [services.Outgoing(user, chat.pk, f"plain {n}") for n in range(5)]
@@ -371,6 +377,7 @@ def test_a_batch_with_replies_costs_one_statement_more(user, chat):
     assert len(with_replies) == len(without) + 1
 
 
+@pytest.mark.django_db(transaction=True)  # counts real BEGIN/COMMIT, not savepoints
 def test_a_batch_of_changes_costs_the_same_statements_whatever_its_size(user, other_user, chat):
     messages = [send(chat, user, f"m{n}") for n in range(40)]
 
@@ -488,6 +495,7 @@ def test_one_batch_of_changes_numbers_each_change_and_keeps_each_frame_as_it_was
     assert protocol.message_data(stored)["reactions"] == seen[-1][2]
 
 
+@pytest.mark.django_db(transaction=True)  # threads of its own write to the database
 def test_concurrent_edits_and_reactions_take_revs_without_hole_or_duplicate(
     user, other_user, third_user, group_chat
 ):

@@ -1,0 +1,230 @@
+"""Test support shared by every suite: processes the tests start and stop, and one real socket client.
+
+- `ManagedProcess`: one way to stop anything a test started (a server, a
+  redis-server, nginx): a signal, a wait, then SIGKILL if it lingers.
+- `LiveServer`: `manage.py serve` (or `runserver`) on a free port, sharing the
+  test database; the fixtures in conftest.py start and stop it.
+- `Socket`: a real WebSocket client speaking the protocol's JSON frames.
+
+Nothing here is collected as tests (pytest collects `test_*.py`).
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+BASE_DIR = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready, *, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {timeout}s")
+        time.sleep(interval)
+
+
+def database_url_of(settings_dict) -> str:
+    """A DATABASE_URL naming the test database this process uses."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or "postgres"
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class ManagedProcess:
+    """A process a test started: `stop()` ends it (SIGTERM, or `sig`), SIGKILL if it lingers."""
+
+    process: subprocess.Popen | None = None
+
+    def stop(self, sig=None, *, timeout: float = 10) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(sig or signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.stopped()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def stopped(self) -> None:
+        """What to release once the process is gone (subclasses: log files, directories)."""
+
+
+class LiveServer(ManagedProcess):
+    """A `manage.py serve` process on a free port, sharing the test database (`runserver=True`:
+    Django's development server on daphne instead, as `make dev` runs it)."""
+
+    def __init__(self, env_overrides=None, *, runserver: bool = False):
+        from django.db import connection
+
+        self.port = free_port()
+        self.command = (
+            ["manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"]
+            if runserver
+            else ["manage.py", "serve"]
+        )
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url_of(connection.settings_dict),
+            "SECRET_KEY": settings.SECRET_KEY,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **{name: str(value) for name, value in (env_overrides or {}).items()},
+        }
+        self.log_path = Path(settings.VAR_DIR) / f"live-{self.port}.log"
+        self.log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> "LiveServer":
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stopped()
+        self.process = subprocess.Popen(
+            [sys.executable, *self.command],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stopped(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def remove_log(self) -> None:
+        self.log_path.unlink(missing_ok=True)
+
+
+class Socket:
+    """A real WebSocket client speaking the protocol's JSON frames."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.connect_frame: dict | None = None
+
+    @classmethod
+    async def open(
+        cls, ws_url: str, token: str | None = None, *, query=None, path="/ws/chat/", origin=None
+    ) -> "Socket":
+        """Connect; with a token (and no query of the test's own), after the `connect` frame."""
+        if query is None:
+            query = f"token={quote(token)}" if token is not None else ""
+        connection = await ws_connect(
+            f"{ws_url}{path}?{query}" if query else f"{ws_url}{path}",
+            origin=origin,
+            open_timeout=5,
+            close_timeout=1,
+            max_queue=None,
+        )
+        socket = cls(connection)
+        if token is not None and "token=" in query:
+            socket.connect_frame = await socket.receive()
+            if socket.connect_frame["type"] != "connect":
+                await socket.close()
+                raise AssertionError(f"expected connect, got {socket.connect_frame}")
+        return socket
+
+    async def send(self, frame_type: str, **data) -> None:
+        await self.connection.send(json.dumps({"type": frame_type, "data": data}))
+
+    async def send_raw(self, text: str) -> None:
+        await self.connection.send(text)
+
+    async def receive(self, within: float = 5) -> dict:
+        return json.loads(await asyncio.wait_for(self.connection.recv(), within))
+
+    async def receive_type(self, frame_type: str, within: float = 5, **match) -> dict:
+        """The next frame of `frame_type` whose data has `match`'s values, skipping others."""
+        deadline = time.monotonic() + within
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {frame_type} frame {match or ''} within {within}s")
+            frame = await self.receive(within=left)
+            if frame["type"] == frame_type and all(
+                frame["data"].get(key) == value for key, value in match.items()
+            ):
+                return frame
+
+    async def frames_within(self, seconds: float) -> list[dict]:
+        """Every frame that arrives in the next `seconds`."""
+        frames = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frames.append(await self.receive(within=left))
+            except TimeoutError:
+                break
+        return frames
+
+    async def frames_until_closed(self, within: float = 5) -> tuple[list[dict], int | None]:
+        """Every frame the server sends until it closes, and the close code it sent."""
+        frames = []
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                frames.append(await self.receive(within=max(0.01, deadline - time.monotonic())))
+            except ConnectionClosed as closed:
+                return frames, closed.rcvd.code if closed.rcvd else None
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+async def send_and_ack(socket: Socket, chat_id, client_message_id: str, within: float = 5) -> dict:
+    """Send a message (its text is its clientMessageId) and wait for the server's echo of it;
+    the stored message object."""
+    await socket.send(
+        "message", chatId=str(chat_id), text=client_message_id, clientMessageId=client_message_id
+    )
+    while True:
+        frame = await socket.receive_type("message", within=within)
+        if frame["data"]["message"]["clientMessageId"] == client_message_id:
+            return frame["data"]["message"]
