@@ -23,6 +23,9 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
+from django.conf import settings
+
 from conftest import PASSWORD
 from messaging.testing import (  # noqa: F401 - Socket and send_and_ack re-exported
     BASE_DIR,
@@ -35,6 +38,20 @@ from messaging.testing import (  # noqa: F401 - Socket and send_and_ack re-expor
 )
 
 NGINX_TEMPLATE = BASE_DIR / "deploy" / "nginx.conf"
+
+
+# The marks of a test that runs server processes of its own on PostgreSQL with a Redis of its own.
+CLUSTER_TEST = [
+    pytest.mark.live,
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+        reason="cluster tests need DATABASE_URL on PostgreSQL (make test's second pass)",
+    ),
+    pytest.mark.skipif(
+        shutil.which("redis-server") is None, reason="redis-server is not installed"
+    ),
+]
 
 
 def port_open(port: int) -> bool:

@@ -9,14 +9,12 @@ helpers are in `cluster.py`.
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +23,7 @@ from messaging import services
 from messaging.models import Message
 from messaging.tests.cluster import (
     BASE_DIR,
+    CLUSTER_TEST,
     AdminSession,
     Nginx,
     PostgresCluster,
@@ -41,17 +40,7 @@ from messaging.tests.cluster import (
     stop_servers,
 )
 
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="cluster tests need DATABASE_URL on PostgreSQL (make test's second pass)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("redis-server") is None, reason="redis-server is not installed"
-    ),
-]
+pytestmark = CLUSTER_TEST
 
 # Typing expires after 1 s here instead of 3: the same timer, a shorter wait.
 TYPING_TIMEOUT_MS = 1000

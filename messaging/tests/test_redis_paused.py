@@ -11,28 +11,23 @@ anyway, through the database (messaging/realtime/access.py).
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import time
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from conftest import PASSWORD, token_for
-from messaging.tests.cluster import RedisServer, Socket, call, start_servers, stop_servers
+from messaging.tests.cluster import (
+    CLUSTER_TEST,
+    RedisServer,
+    Socket,
+    call,
+    start_servers,
+    stop_servers,
+)
 
-pytestmark = [
-    pytest.mark.live,
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="cluster tests need DATABASE_URL on PostgreSQL (make test's second pass)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("redis-server") is None, reason="redis-server is not installed"
-    ),
-]
+pytestmark = CLUSTER_TEST
 
 DELIVERY_BOUND = 0.100  # seconds: the bound for a local delivery while Redis hangs
 ACCESS_BOUND = 5.0  # seconds: a lost removal or ban stops a socket's access within this
