@@ -318,7 +318,7 @@ export class BiogramSocket {
     if (code === CLOSE_UNAUTHORIZED && reason === "token_expired" && this.getToken) {
       this.token = null; // reconnect once more, with a fresh token
     } else if (code === CLOSE_UNAUTHORIZED || code === CLOSE_FORBIDDEN) {
-      this.giveUp(code);
+      this.giveUp(code, reason);
       return;
     }
     this.scheduleReconnect();
@@ -353,7 +353,9 @@ export class BiogramSocket {
     this.setState("reconnecting");
   }
 
-  giveUp(code) {
+  /** Stop for good (no reconnect): the login ended, or the server refused it. `reason` is the
+   * server's `disconnect` reason when it gave one (`logged_out`, `banned`, …). */
+  giveUp(code, reason = null) {
     const socket = this.socket;
     if (socket) {
       this.detach(socket);
@@ -363,7 +365,7 @@ export class BiogramSocket {
     this.token = null;
     this.clearTimers();
     this.setState("offline", { reason: "unauthorized" });
-    this.emit("unauthorized", { code });
+    this.emit("unauthorized", { code, reason });
   }
 
   clearTimers() {

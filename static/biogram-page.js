@@ -165,7 +165,12 @@ function renderConnection({ state, nextAttemptAt, reason }) {
   }
 }
 
-function sessionEnded() {
+function sessionEnded({ reason } = {}) {
+  const why = {
+    logged_out: "You were logged out (here or in another tab).",
+    banned: "This account was banned.",
+  };
+  $("session-ended-text").textContent = why[reason] || "Your session has ended.";
   $("session-ended").hidden = false;
 }
 

@@ -543,6 +543,24 @@ def test_after_a_4001_the_page_stops_reconnecting_and_asks_to_log_in(open_page, 
     assert alice.text_content("#connection-label") == "Offline: please log in again"
 
 
+def test_logging_out_in_one_tab_tells_the_other_tab_it_was_logged_out_and_it_stays_out(
+    open_page, server, user, chat
+):
+    first = open_page(server, user)
+    second = open_page(server, context=first.context)
+    second.wait_for_selector(CONNECTED, timeout=10000)
+
+    first.click("form.logout button")
+    wait_until(lambda: "/login/" in first.url, timeout=10)
+
+    second.wait_for_selector("#session-ended", state="visible", timeout=10000)
+    assert "logged out" in second.text_content("#session-ended-text")
+    handshakes = server.output().count("WebSocket /ws/chat/")
+    time.sleep(2)
+    assert server.output().count("WebSocket /ws/chat/") == handshakes  # no silent reconnect
+    assert second.evaluate("window.biogram.client.state") == "offline"
+
+
 def test_token_is_refreshed_through_the_auth_frame_before_it_expires(
     open_page, start_server, user, chat
 ):
