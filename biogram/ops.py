@@ -7,7 +7,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-READY_TIMEOUT_SECONDS = 2.0
+from biogram import preflight
 
 
 @require_GET
@@ -28,20 +28,7 @@ def database_ready() -> bool:
 def channel_layer_ready() -> bool:
     if not settings.REDIS_URL:
         return get_channel_layer() is not None
-    import redis
-
-    try:
-        client = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_connect_timeout=READY_TIMEOUT_SECONDS,
-            socket_timeout=READY_TIMEOUT_SECONDS,
-        )
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
+    return preflight.redis_problem() is None
 
 
 @require_GET
