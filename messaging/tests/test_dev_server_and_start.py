@@ -190,3 +190,19 @@ def test_the_start_names_redis_once_when_it_is_unreachable(start_live_server):
     server.stop()
 
     assert server.output().count("REDIS_URL=") == 1, server.output()[-2000:]
+
+
+async def test_an_internal_error_close_1011_reaches_the_client_under_runserver(
+    start_live_server, tmp_path, user
+):
+    # A dev server on a database of its own, which then stops being a database: the token
+    # check cannot read the user, and the socket is closed with 1011 (after `unavailable`).
+    database = tmp_path / "dev.sqlite3"
+    migrated = manage("migrate", "--noinput", "-v0", DATABASE_URL=f"sqlite:///{database}")
+    assert migrated.returncode == 0, migrated.stderr
+    server = start_live_server(runserver=True, DATABASE_URL=f"sqlite:///{database}")
+    database.write_bytes(b"not a database any more" * 100)
+
+    code = await close_code_of(f"ws://127.0.0.1:{server.port}/ws/chat/?token={token_for(user)}")
+
+    assert code == 1011
