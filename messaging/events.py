@@ -16,7 +16,7 @@ import time
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from messaging import metrics, protocol
+from messaging import metrics, protocol, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,26 @@ def broadcast_presence(user_id, co_member_ids, *, online: bool) -> None:
 def notify_membership(user_id, chat_id, event: str) -> None:
     """Tell a user's connections they joined or left a chat; they start or stop receiving it."""
     publish(user_group(user_id), {"type": "user.chat", "chat_id": str(chat_id), "event": event})
+
+
+def announce_chat_updated(chat_id, *, skip_user=None, only_user=None) -> None:
+    """`chat` `updated` with the chat object as each member sees it (a rename, a member added or
+    gone, a member's own notification setting): to every member but `skip_user`, or to
+    `only_user` alone. Reads the database: call it after the commit (`on_commit`)."""
+    if only_user is not None:
+        user_ids = [only_user]
+    else:
+        user_ids = [u for u in selectors.member_ids(chat_id) if u != skip_user]
+    chats = selectors.chat_objects_by_member(chat_id, user_ids)
+    publish_many(
+        [
+            (
+                user_group(user_id),
+                user_frame_event(protocol.chat_frame(chat_id=chat_id, event="updated", chat=chat)),
+            )
+            for user_id, chat in chats.items()
+        ]
+    )
 
 
 def notify_banned(user_id) -> None:

@@ -49,6 +49,8 @@ class Membership(models.Model):
     muted = models.BooleanField(default=False)
     # A mute with a duration ends by itself at this time; null: until a moderator unmutes.
     muted_until = models.DateTimeField(null=True, blank=True)
+    # The member's own choice not to be notified of this chat (not the moderation mute above).
+    notifications_muted = models.BooleanField(default=False)
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -541,8 +541,45 @@ def edit_data(text: str, edited_at) -> dict:
     return {"text": text, "editedAt": format_time(edited_at)}
 
 
-def chat_frame(*, chat_id, event: str) -> dict:
-    return frame("chat", {"chatId": str(chat_id), "event": event})
+def chat_data(chat, *, viewer_id, last_message, unread_count: int, read_seq: int) -> dict:
+    """The chat object as `viewer_id` sees it (REST, and the `chat` `updated` frame).
+
+    `chat` comes with its memberships (and their users) and read receipts prefetched.
+    """
+    receipts = {receipt.user_id: receipt for receipt in chat.read_receipts.all()}
+    memberships = list(chat.memberships.all())
+    return {
+        "id": str(chat.pk),
+        "title": chat.title,
+        "isDirect": chat.is_direct,
+        "createdAt": format_time(chat.created_at),
+        "members": [
+            {
+                "id": str(m.user_id),
+                "username": m.user.username,
+                "lastReadSeq": str(receipts[m.user_id].seq if m.user_id in receipts else 0),
+                "lastDeliveredSeq": str(
+                    receipts[m.user_id].delivered_seq if m.user_id in receipts else 0
+                ),
+            }
+            for m in memberships
+        ],
+        "lastMessage": message_data(last_message) if last_message else None,
+        "unreadCount": unread_count,
+        "lastReadSeq": str(read_seq),
+        "rev": str(chat.last_rev),
+        "notificationsMuted": any(
+            m.notifications_muted for m in memberships if m.user_id == viewer_id
+        ),
+    }
+
+
+def chat_frame(*, chat_id, event: str, chat: dict | None = None) -> dict:
+    """`added` / `removed` for the member concerned; `updated`, with the chat object, for the others."""
+    data = {"chatId": str(chat_id), "event": event}
+    if chat is not None:
+        data["chat"] = chat
+    return frame("chat", data)
 
 
 def sync_frame(summary: dict) -> dict:

@@ -153,6 +153,75 @@ def chats_for_list(user):
     )
 
 
+def chat_objects(user, chats) -> list[dict]:
+    """The chat objects of `chats` (from `chats_for_list(user)`) as `user` sees them."""
+    last = last_messages(chats)
+    return [
+        protocol.chat_data(
+            chat,
+            viewer_id=user.pk,
+            last_message=last.get(chat.pk),
+            unread_count=chat.unread_count,
+            read_seq=chat.read_seq,
+        )
+        for chat in chats
+    ]
+
+
+def chat_object(user, chat_id) -> dict:
+    """One chat of the user's, as a chat object; `NotMember` if they are not a member."""
+    chat = chats_for_list(user).filter(pk=chat_id).first()
+    if chat is None:
+        raise NotMember()
+    return chat_objects(user, [chat])[0]
+
+
+def chat_objects_by_member(chat_id, user_ids) -> dict[int, dict]:
+    """The chat object as each of `user_ids` (members) sees it, in a fixed number of queries."""
+    chat = (
+        Chat.objects.filter(pk=chat_id)
+        .prefetch_related(
+            Prefetch("memberships", queryset=Membership.objects.select_related("user")),
+            Prefetch(
+                "read_receipts",
+                queryset=ReadReceipt.objects.only("chat", "user", "seq", "delivered_seq"),
+            ),
+        )
+        .first()
+    )
+    if chat is None or not user_ids:
+        return {}
+    read_seqs = {r.user_id: r.seq for r in chat.read_receipts.all()}
+    unread = (
+        Message.objects.filter(
+            chat_id=chat_id, seq__gt=OuterRef("read_seq"), deleted_at__isnull=True
+        )
+        .exclude(sender_id=OuterRef("user_id"))
+        .order_by()
+        .values("chat")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    receipts = ReadReceipt.objects.filter(chat_id=chat_id, user_id=OuterRef("user_id"))
+    counts = dict(
+        Membership.objects.filter(chat_id=chat_id, user_id__in=user_ids)
+        .annotate(read_seq=Coalesce(Subquery(receipts.values("seq")[:1]), 0))
+        .annotate(unread=Coalesce(Subquery(unread), 0))
+        .values_list("user_id", "unread")
+    )
+    last = last_messages([chat]).get(chat.pk)
+    return {
+        user_id: protocol.chat_data(
+            chat,
+            viewer_id=user_id,
+            last_message=last,
+            unread_count=unread_count,
+            read_seq=read_seqs.get(user_id, 0),
+        )
+        for user_id, unread_count in counts.items()
+    }
+
+
 def last_messages(chats) -> dict[int, Message]:
     if not chats:
         return {}

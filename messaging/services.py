@@ -162,7 +162,45 @@ def add_member(*, actor, chat_id, user_id) -> tuple[Chat, bool]:
         raise Forbidden(REMOVED_BY_MODERATOR)
     with transaction.atomic():
         created = _join(chat, user)
+        if created:
+            events.on_commit(_announce_updated, chat.pk, user.pk)
     return chat, created
+
+
+def _announce_updated(chat_id, skip_user=None) -> None:
+    events.announce_chat_updated(chat_id, skip_user=skip_user)
+
+
+@_unavailable_on_database_error
+def rename_chat(*, actor, chat_id, title: str) -> Chat:
+    """Any member renames a group chat; the members hear `chat` `updated`."""
+    title = (title or "").strip()
+    if not title:
+        raise BadRequest("A chat's title cannot be blank.")
+    chat = access_chat(user=actor, chat_id=chat_id)
+    if chat.is_direct:
+        raise BadRequest("A direct chat has no title to change.")
+    if chat.title != title:
+        with transaction.atomic():
+            Chat.objects.filter(pk=chat.pk).update(title=title)
+            events.on_commit(_announce_updated, chat.pk)
+        chat.title = title
+    return chat
+
+
+@_unavailable_on_database_error
+def set_notifications_muted(*, user, chat_id, muted: bool) -> bool:
+    """The member's own choice to be notified of a chat or not (not the moderation mute).
+
+    Their other devices hear `chat` `updated`. Returns the setting now."""
+    membership = membership_of(user=user, chat_id=chat_id)
+    if membership.notifications_muted != muted:
+        with transaction.atomic():
+            Membership.objects.filter(pk=membership.pk).update(notifications_muted=muted)
+            events.on_commit(
+                lambda: events.announce_chat_updated(membership.chat_id, only_user=user.pk)
+            )
+    return muted
 
 
 @_unavailable_on_database_error
@@ -202,6 +240,8 @@ def remove_member(*, actor, chat_id, user_id, by_moderator: bool = False, reason
             )
         record_access_change(membership.user_id, AccessChange.Kind.REMOVED, chat_id=chat.pk)
         events.on_commit(events.notify_membership, membership.user_id, chat.pk, "removed")
+        if not chat.is_direct:
+            events.on_commit(_announce_updated, chat.pk)
 
 
 @dataclass(frozen=True)

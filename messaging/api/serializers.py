@@ -55,6 +55,18 @@ class ChatCreateInput(serializers.Serializer):
     title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
 
 
+class ChatRenameInput(serializers.Serializer):
+    title = serializers.CharField(min_length=1, max_length=100)
+
+
+class NotificationsInput(serializers.Serializer):
+    muted = serializers.BooleanField()
+
+
+class NotificationsOutput(serializers.Serializer):
+    muted = serializers.BooleanField()
+
+
 class MemberAddInput(serializers.Serializer):
     userId = IdField()  # noqa: N815
 
@@ -141,6 +153,7 @@ class ChatOutput(serializers.Serializer):
     unreadCount = serializers.IntegerField()  # noqa: N815
     lastReadSeq = serializers.CharField()  # noqa: N815
     rev = serializers.CharField()
+    notificationsMuted = serializers.BooleanField()  # noqa: N815
 
 
 class HistoryOutput(serializers.Serializer):
@@ -167,29 +180,3 @@ class ReadOutput(serializers.Serializer):
     messageId = serializers.CharField(allow_null=True)  # noqa: N815
     seq = serializers.CharField()
     readAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
-
-
-def chat_data(chat, *, last_message, unread_count: int, read_seq: int) -> dict:
-    """The chat object of the REST API (`chat` annotated by `selectors.chats_for_list`)."""
-    receipts = {receipt.user_id: receipt for receipt in chat.read_receipts.all()}
-    return {
-        "id": str(chat.pk),
-        "title": chat.title,
-        "isDirect": chat.is_direct,
-        "createdAt": protocol.format_time(chat.created_at),
-        "members": [
-            {
-                "id": str(m.user_id),
-                "username": m.user.username,
-                "lastReadSeq": str(receipts[m.user_id].seq if m.user_id in receipts else 0),
-                "lastDeliveredSeq": str(
-                    receipts[m.user_id].delivered_seq if m.user_id in receipts else 0
-                ),
-            }
-            for m in chat.memberships.all()
-        ],
-        "lastMessage": protocol.message_data(last_message) if last_message else None,
-        "unreadCount": unread_count,
-        "lastReadSeq": str(read_seq),
-        "rev": str(chat.last_rev),
-    }

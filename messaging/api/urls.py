@@ -24,6 +24,11 @@ register_converter(RowId, "id")
 urlpatterns = [
     path("chats/", views.ChatListView.as_view(), name="chat-list"),
     path("chats/<id:chat_id>/", views.ChatDetailView.as_view(), name="chat-detail"),
+    path(
+        "chats/<id:chat_id>/notifications/",
+        views.NotificationsView.as_view(),
+        name="chat-notifications",
+    ),
     path("chats/<id:chat_id>/members/", views.MemberListView.as_view(), name="chat-members"),
     path(
         "chats/<id:chat_id>/members/<id:user_id>/",

@@ -12,6 +12,7 @@ from messaging.api.serializers import (
     ChangesQuery,
     ChatCreateInput,
     ChatOutput,
+    ChatRenameInput,
     DeliveredInput,
     DeliveredOutput,
     EditOutput,
@@ -21,9 +22,10 @@ from messaging.api.serializers import (
     MessageEditInput,
     MessageOutput,
     MessageSendInput,
+    NotificationsInput,
+    NotificationsOutput,
     ReadInput,
     ReadOutput,
-    chat_data,
 )
 
 
@@ -33,31 +35,13 @@ def _validated(serializer_class, data):
     return serializer.validated_data
 
 
-def _chat_answers(user, chats) -> list[dict]:
-    last = selectors.last_messages(chats)
-    return [
-        chat_data(
-            chat,
-            last_message=last.get(chat.pk),
-            unread_count=chat.unread_count,
-            read_seq=chat.read_seq,
-        )
-        for chat in chats
-    ]
-
-
-def _chat_answer(user, chat_id) -> dict:
-    chat = selectors.chats_for_list(user).get(pk=chat_id)
-    return _chat_answers(user, [chat])[0]
-
-
 class ChatListView(APIView):
     """The caller's chats, and new ones."""
 
     @extend_schema(responses=ChatOutput(many=True))
     def get(self, request):
         chats = list(selectors.chats_for_list(request.user))
-        return Response(_chat_answers(request.user, chats))
+        return Response(selectors.chat_objects(request.user, chats))
 
     @extend_schema(request=ChatCreateInput, responses={201: ChatOutput, 200: ChatOutput})
     def post(self, request):
@@ -66,7 +50,7 @@ class ChatListView(APIView):
             creator=request.user, member_ids=data["memberIds"], title=data["title"]
         )
         return Response(
-            _chat_answer(request.user, chat.pk),
+            selectors.chat_object(request.user, chat.pk),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -76,8 +60,25 @@ class ChatDetailView(APIView):
 
     @extend_schema(responses=ChatOutput)
     def get(self, request, chat_id):
-        chat = services.access_chat(user=request.user, chat_id=chat_id)
-        return Response(_chat_answer(request.user, chat.pk))
+        return Response(selectors.chat_object(request.user, chat_id))
+
+    @extend_schema(request=ChatRenameInput, responses=ChatOutput)
+    def patch(self, request, chat_id):
+        data = _validated(ChatRenameInput, request.data)
+        chat = services.rename_chat(actor=request.user, chat_id=chat_id, title=data["title"])
+        return Response(selectors.chat_object(request.user, chat.pk))
+
+
+class NotificationsView(APIView):
+    """The caller's notification setting for a chat (not the moderation mute)."""
+
+    @extend_schema(request=NotificationsInput, responses=NotificationsOutput)
+    def put(self, request, chat_id):
+        data = _validated(NotificationsInput, request.data)
+        muted = services.set_notifications_muted(
+            user=request.user, chat_id=chat_id, muted=data["muted"]
+        )
+        return Response({"muted": muted})
 
 
 class MemberListView(APIView):
@@ -90,7 +91,7 @@ class MemberListView(APIView):
             actor=request.user, chat_id=chat_id, user_id=data["userId"]
         )
         return Response(
-            _chat_answer(request.user, chat.pk),
+            selectors.chat_object(request.user, chat.pk),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 

@@ -368,14 +368,16 @@ class ChatConsumer(SocketConsumer):
         self.send_frame(protocol.closing_frame(user_id=self.user_key, reason=reason))
 
     async def tell_who_is_online(self, chat_id: str) -> None:
-        """A new chat may bring new co-members: `connect` for each of its members online now
-        (their own sockets announce themselves only when they open)."""
+        """A new chat may bring new co-members: `connect` for each of its members online now,
+        and this user's `connect` to them (sockets announce themselves only when they open)."""
         try:
             members = await socket_db.call(selectors.member_ids, int(chat_id))
-            online = await presence.online_among(m for m in members if str(m) != self.user_key)
+            others = [m for m in members if str(m) != self.user_key]
+            online = await presence.online_among(others)
         except Exception:
             logger.warning("presence of chat %s's members unknown", chat_id, exc_info=True)
             return
+        events.broadcast_presence(self.user_key, others, online=True)
         for user_id in online:
             self.send_frame(protocol.presence_frame(user_id=user_id, online=True))
 

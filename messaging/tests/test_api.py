@@ -1017,6 +1017,7 @@ REST_PATHS = {
     "/api/chats/{chat_id}/changes/",
     "/api/chats/{chat_id}/read/",
     "/api/chats/{chat_id}/delivered/",
+    "/api/chats/{chat_id}/notifications/",
 }
 
 
