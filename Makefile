@@ -11,7 +11,7 @@ PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
 
-.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean browser nginx screenshots
+.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean browser axe nginx screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,10 +68,10 @@ test-fast: install-dev
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
 test: lint test-default test-postgres
 
-test-default: install-dev browser
+test-default: install-dev browser axe
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
 
-test-postgres: install-dev services browser nginx
+test-postgres: install-dev services browser nginx axe
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
 	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db
 
@@ -79,12 +79,19 @@ test-postgres: install-dev services browser nginx
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+## axe: axe-core (npm, pinned in messaging/tests/axe/package-lock.json) for the browser tests' accessibility audits.
+AXE_DIR := messaging/tests/axe
+$(AXE_DIR)/node_modules/.installed: $(AXE_DIR)/package-lock.json
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+axe: $(AXE_DIR)/node_modules/.installed
+
 ## nginx: Debian's nginx, for `make cluster NGINX=1` and the cluster tests (which skip without it).
 nginx:
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 ## screenshots: run the browser tests and keep their screenshots in docs/screenshots/.
-screenshots: install-dev browser
+screenshots: install-dev browser axe
 	env -u DATABASE_URL -u REDIS_URL BIOGRAM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -m browser
 
 audit: install-dev

@@ -8,6 +8,17 @@
  * text reaches the DOM as text: nodes are built with el() below, never from
  * HTML strings.
  *
+ * At 700 px wide or less one pane shows at a time: the chat list, or the
+ * open chat with a Back button (the URL's #chat-N says which, so the
+ * browser's Back works too). Messages come with day separators, grouped by
+ * sender (the time on the last of a group), an unread divider when a chat
+ * opens with unread messages, and a jump-to-latest button counting what
+ * arrived below. The tab title counts unread messages; a desktop
+ * notification (after "Turn on notifications") announces a message unless
+ * its chat is open in a visible tab or muted in the chat's menu, which also
+ * renames, adds members, lists them and leaves. Presence shows "unknown"
+ * while the page itself is not connected.
+ *
  * Each bubble has a menu (⋯): reactions, reply, and on one's own messages
  * edit and delete. The composer then edits or replies (a bar above it says
  * which; Escape or Cancel ends it). Under each of one's own messages a tick
@@ -20,6 +31,10 @@ import { BiogramSocket, sessionTokenSource } from "./biogram-client.js";
 const PAGE_SIZE = 40;
 const QUICK_EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
 const SNIPPET = 80;
+const GROUP_GAP_MS = 5 * 60 * 1000; // consecutive messages of a sender closer than this are grouped
+const SEARCH_MIN = 2;
+const TITLE = "Messages · Biogram";
+const DAY_MS = 24 * 60 * 60 * 1000;
 const boot = JSON.parse(document.getElementById("biogram-boot").textContent);
 const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
 const me = boot.userId;
@@ -41,6 +56,9 @@ const history = { oldestSeq: null, hasMore: false, loading: false };
 const shown = new Map(); // messageId -> the message shown in the open chat (its newest copy)
 const originals = new Map(); // messageId -> a replied-to message fetched because it is not shown
 const composer = { mode: null, message: null }; // mode: "edit" | "reply" | null
+let connected = false; // presence is only known while the page's own socket is up
+let unreadDivider = null; // {chatId, afterSeq}: "New messages" goes before the first later one
+let newBelow = 0; // messages that arrived below while the reader was scrolled up
 
 // ---------------------------------------------------------------- helpers
 
@@ -60,6 +78,15 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
+/** A failed REST call: `status`, and the server's `code` and `message` when it gave them. */
+class ApiError extends Error {
+  constructor(method, path, status, body) {
+    super((body && body.message) || `${method} ${path} answered ${status}`);
+    this.status = status;
+    this.code = body && body.code;
+  }
+}
+
 async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -71,8 +98,11 @@ async function api(path, { method = "GET", body } = {}) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) sessionEnded();
-  if (!response.ok) throw new Error(`${method} ${path} answered ${response.status}`);
-  return response.json();
+  if (!response.ok) {
+    const answer = await response.json().catch(() => null);
+    throw new ApiError(method, path, response.status, answer);
+  }
+  return response.status === 204 ? null : response.json();
 }
 
 function usernameOf(userId) {
@@ -93,8 +123,18 @@ function chatTitle(chat) {
   return names.length ? names.join(", ") : "Only you";
 }
 
-function isOnline(chat) {
-  return others(chat).some((m) => online.has(m.id));
+/** "online", "offline", or "unknown" while the page is not connected (it would not hear). */
+function presenceOf(userIds) {
+  if (!connected) return "unknown";
+  return userIds.some((id) => online.has(id)) ? "online" : "offline";
+}
+
+function chatPresence(chat) {
+  return presenceOf(others(chat).map((m) => m.id));
+}
+
+function presenceDot(state) {
+  return el("span", { class: `presence ${state}`, title: state, "aria-hidden": "true" });
 }
 
 function activity(chat) {
@@ -102,7 +142,45 @@ function activity(chat) {
 }
 
 function timeOf(iso) {
-  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return new Date(iso).toLocaleTimeString([], {
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  });
+}
+
+function startOfDay(date) {
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+}
+
+/** How many calendar days before today `iso` is (0 today, 1 yesterday). */
+function daysAgo(iso) {
+  return Math.round((startOfDay(new Date()) - startOfDay(new Date(iso))) / DAY_MS);
+}
+
+/** "Today", "Yesterday", a weekday within the week, else a date (the year if not this one). */
+function dayLabel(iso) {
+  const days = daysAgo(iso);
+  const date = new Date(iso);
+  if (days === 0) return "Today";
+  if (days === 1) return "Yesterday";
+  if (days > 1 && days < 7) return date.toLocaleDateString([], { weekday: "long" });
+  const sameYear = date.getFullYear() === new Date().getFullYear();
+  return date.toLocaleDateString([], {
+    day: "numeric",
+    month: "short",
+    year: sameYear ? undefined : "numeric",
+  });
+}
+
+/** The chat list's time: 16:35 today, else "Yesterday", a short weekday or a short date. */
+function listTime(iso) {
+  const days = daysAgo(iso);
+  if (days === 0) return timeOf(iso);
+  if (days === 1) return "Yesterday";
+  const date = new Date(iso);
+  if (days > 1 && days < 7) return date.toLocaleDateString([], { weekday: "short" });
+  return date.toLocaleDateString([], { day: "numeric", month: "short" });
 }
 
 function pageVisible() {
@@ -144,6 +222,10 @@ function renderConnection({ state, nextAttemptAt, reason }) {
   const label = $("connection-label");
   clearInterval(countdown);
   box.dataset.state = state;
+  if (connected !== (state === "connected")) {
+    connected = state === "connected";
+    renderChatList(); // presence dots: known again, or unknown
+  }
   $("retry-now").hidden = state !== "reconnecting";
   if (state === "connected") {
     box.dataset.tone = "green";
@@ -176,17 +258,28 @@ function sessionEnded({ reason } = {}) {
 
 // ---------------------------------------------------------------- chat list
 
+function previewOf(chat) {
+  const last = chat.lastMessage;
+  if (!last) return "No messages yet";
+  const text = last.deleted ? "message deleted" : last.text;
+  if (last.senderId === me) return `You: ${text}`;
+  return chat.isDirect ? text : `${usernameOf(last.senderId)}: ${text}`;
+}
+
+function unreadTotal() {
+  let total = 0;
+  for (const chat of chats.values()) total += chat.unreadCount || 0;
+  return total;
+}
+
 function renderChatList() {
   const list = $("chat-list");
   const sorted = [...chats.values()].sort((a, b) => activity(b) - activity(a) || b.id - a.id);
   list.replaceChildren(
     ...sorted.map((chat) => {
       const last = chat.lastMessage;
-      let preview = "No messages yet";
-      if (last) {
-        const who = last.senderId === me ? "You" : usernameOf(last.senderId);
-        preview = `${who}: ${last.deleted ? "message deleted" : last.text}`;
-      }
+      const presence = chatPresence(chat);
+      const open = chat.id === openChatId;
       return el(
         "li",
         {},
@@ -194,27 +287,50 @@ function renderChatList() {
           "button",
           {
             type: "button",
-            class: chat.id === openChatId ? "chat-item open" : "chat-item",
+            class: open ? "chat-item open" : "chat-item",
             dataset: { chatId: chat.id },
-            "aria-current": chat.id === openChatId ? "true" : null,
-            onclick: () => openChat(chat.id),
+            "aria-current": open ? "true" : null,
+            onclick: () => goToChat(chat.id),
           },
-          el("span", {
-            class: isOnline(chat) ? "presence online" : "presence",
-            title: isOnline(chat) ? "online" : "offline",
-          }),
+          presenceDot(presence),
+          chat.isDirect ? el("span", { class: "sr-only" }, `${presence}: `) : null,
           el(
             "span",
             { class: "chat-text" },
-            el("span", { class: "chat-name" }, chatTitle(chat)),
-            el("span", { class: "chat-preview" }, preview),
+            el(
+              "span",
+              { class: "chat-top" },
+              el("span", { class: "chat-name" }, chatTitle(chat)),
+              chat.notificationsMuted
+                ? el("span", { class: "muted-icon", title: "Notifications muted" }, "🔕", el("span", { class: "sr-only" }, "notifications muted"))
+                : null,
+              el(
+                "time",
+                { class: "chat-time", datetime: last ? last.createdAt : chat.createdAt },
+                listTime(last ? last.createdAt : chat.createdAt),
+              ),
+            ),
+            el(
+              "span",
+              { class: "chat-bottom" },
+              el("span", { class: "chat-preview" }, previewOf(chat)),
+              chat.unreadCount
+                ? el(
+                    "span",
+                    { class: "unread" },
+                    String(chat.unreadCount),
+                    el("span", { class: "sr-only" }, " unread"),
+                  )
+                : null,
+            ),
           ),
-          chat.unreadCount ? el("span", { class: "unread" }, String(chat.unreadCount)) : null,
         ),
       );
     }),
   );
   $("no-chats").hidden = chats.size > 0;
+  const total = unreadTotal();
+  document.title = total ? `(${total}) ${TITLE}` : TITLE;
   if (openChatId && chats.has(openChatId)) renderChatHeader(chats.get(openChatId));
 }
 
@@ -222,12 +338,22 @@ function renderChatList() {
 
 function renderChatHeader(chat) {
   $("chat-title").textContent = chatTitle(chat);
-  $("chat-members").textContent = chat.isDirect
-    ? isOnline(chat)
-      ? "online"
-      : "offline"
-    : `${chat.members.length} members`;
-  $("chat-presence").className = isOnline(chat) ? "presence online" : "presence";
+  const presence = chatPresence(chat);
+  if (chat.isDirect) {
+    $("chat-members").textContent = presence;
+  } else {
+    const here = connected ? chat.members.filter((m) => m.id !== me && online.has(m.id)).length : 0;
+    const count = `${chat.members.length} ${chat.members.length === 1 ? "member" : "members"}`;
+    $("chat-members").textContent = here ? `${count}, ${here} online` : count;
+  }
+  $("chat-presence").className = `presence ${presence}`;
+  $("chat-members").dataset.presence = chat.isDirect ? presence : "";
+  $("menu-mute").textContent = chat.notificationsMuted
+    ? "Unmute notifications"
+    : "Mute notifications";
+  $("menu-rename").hidden = chat.isDirect;
+  $("menu-add").hidden = chat.isDirect;
+  if (!$("members-dialog").hidden && $("members-dialog").open) renderMembers(chat);
 }
 
 function snippet(text) {
@@ -247,6 +373,8 @@ function messageNode(message) {
         rev: message.rev || "0",
         clientId: message.clientMessageId || "",
         replyTo: message.replyTo ? message.replyTo.id : "",
+        sender: message.senderId || "",
+        at: message.createdAt,
       },
     },
     !mine && chat && !chat.isDirect
@@ -405,7 +533,7 @@ function openMenu(node, message) {
     { class: "message-menu", role: "menu" },
     el(
       "div",
-      { class: "emoji-picker", "aria-label": "React" },
+      { class: "emoji-picker", role: "group", "aria-label": "React" },
       QUICK_EMOJI.map((emoji) =>
         item(emoji, () => {
           closeMenu();
@@ -492,6 +620,51 @@ function showMessage(message) {
   const after = [...list.children].find((li) => Number(li.dataset.seq) > seq);
   list.insertBefore(node, after || null);
   refreshQuotes(message.id);
+  decorate();
+}
+
+/** Day separators, grouping by sender, and the unread divider, redrawn around the bubbles. */
+function decorate() {
+  const list = $("message-list");
+  list.querySelectorAll("li.day, li.unread-divider").forEach((node) => node.remove());
+  const bubbles = [...list.querySelectorAll("li.message")];
+  let previous = null;
+  // The divider goes before the first unread message only once it is loaded (with all before it).
+  let dividerDone =
+    !unreadDivider ||
+    unreadDivider.chatId !== openChatId ||
+    !bubbles.length ||
+    Number(bubbles[0].dataset.seq) > unreadDivider.afterSeq + 1;
+  for (const node of bubbles) {
+    const day = startOfDay(new Date(node.dataset.at));
+    const newDay = !previous || startOfDay(new Date(previous.dataset.at)) !== day;
+    if (newDay) {
+      list.insertBefore(
+        el("li", { class: "day" }, el("time", { datetime: node.dataset.at }, dayLabel(node.dataset.at))),
+        node,
+      );
+    }
+    let divider = false;
+    if (!dividerDone && node.classList.contains("theirs")) {
+      if (Number(node.dataset.seq) > unreadDivider.afterSeq) {
+        list.insertBefore(el("li", { class: "unread-divider" }, "New messages"), node);
+        dividerDone = true;
+        divider = true;
+      }
+    }
+    const follows =
+      previous &&
+      !newDay &&
+      !divider &&
+      !previous.classList.contains("deleted") &&
+      !node.classList.contains("deleted") &&
+      previous.dataset.sender === node.dataset.sender &&
+      Date.parse(node.dataset.at) - Date.parse(previous.dataset.at) < GROUP_GAP_MS;
+    node.classList.toggle("follows", Boolean(follows));
+    if (previous) previous.classList.toggle("continues", Boolean(follows));
+    previous = node;
+  }
+  if (previous) previous.classList.remove("continues");
 }
 
 /** Draw a newer copy of a message already shown (edited, deleted, restored, reactions). */
@@ -500,7 +673,11 @@ function replaceMessage(message) {
   if (!node || Number(message.rev || 0) <= Number(node.dataset.rev)) return;
   shown.set(message.id, message);
   if (menu && menu.node === node) closeMenu();
-  node.replaceWith(messageNode(message));
+  const fresh = messageNode(message);
+  fresh.className = node.className.replace(/\bdeleted\b/, "").trim();
+  fresh.classList.toggle("deleted", Boolean(message.deleted));
+  node.replaceWith(fresh);
+  if (message.deleted) decorate();
   if (composer.message && composer.message.id === message.id) {
     if (message.deleted) endComposer();
     else composer.message = message;
@@ -587,11 +764,29 @@ function nearBottom() {
 function scrollToBottom() {
   const box = $("messages");
   box.scrollTop = box.scrollHeight;
+  newBelow = 0;
+  renderJump();
 }
 
+/** The jump-to-latest button: shown while scrolled up, with how many arrived below. */
+function renderJump() {
+  const button = $("jump");
+  const show = Boolean(openChatId) && !nearBottom();
+  if (!show) newBelow = 0;
+  button.hidden = !show;
+  $("jump-label").textContent = newBelow
+    ? `${newBelow} new ${newBelow === 1 ? "message" : "messages"}`
+    : "Latest";
+  button.setAttribute(
+    "aria-label",
+    newBelow ? `Jump to the latest: ${newBelow} new below` : "Jump to the latest message",
+  );
+}
+
+/** Mark the open chat read up to the newest message of others, when the reader can see it. */
 function markRead() {
   const chat = chats.get(openChatId);
-  if (!chat || !pageVisible()) return;
+  if (!chat || !pageVisible() || !nearBottom()) return;
   const theirs = [...$("message-list").querySelectorAll("li.theirs")];
   const latest = theirs[theirs.length - 1];
   if (!latest || Number(latest.dataset.seq) <= Number(chat.lastReadSeq)) return;
@@ -603,6 +798,32 @@ function markRead() {
   }
 }
 
+/** Open a chat through the URL (#chat-N), so the browser's Back returns to the list. */
+function goToChat(chatId) {
+  if (window.location.hash === `#chat-${chatId}`) openChat(chatId);
+  else window.location.hash = `chat-${chatId}`;
+}
+
+function closeChat() {
+  openChatId = null;
+  openSerial += 1;
+  closeMenu();
+  closeChatMenu();
+  $("chat-box").hidden = true;
+  $("no-chat").hidden = false;
+  $("layout").dataset.pane = "list";
+  renderChatList();
+}
+
+function followHash() {
+  const wanted = window.location.hash.replace(/^#chat-/, "");
+  if (wanted && chats.has(wanted)) {
+    if (wanted !== openChatId) openChat(wanted);
+  } else if (openChatId) {
+    closeChat();
+  }
+}
+
 async function openChat(chatId) {
   const chat = chats.get(chatId);
   if (!chat) return;
@@ -611,9 +832,12 @@ async function openChat(chatId) {
   history.oldestSeq = null;
   history.hasMore = false;
   history.loading = true;
-  window.location.hash = `chat-${chatId}`;
+  unreadDivider = chat.unreadCount ? { chatId, afterSeq: Number(chat.lastReadSeq) } : null;
+  newBelow = 0;
+  $("layout").dataset.pane = "chat";
   $("no-chat").hidden = true;
   $("chat-box").hidden = false;
+  closeChatMenu();
   $("message-list").replaceChildren();
   $("pending-list").replaceChildren();
   shown.clear();
@@ -623,7 +847,8 @@ async function openChat(chatId) {
   $("history-status").textContent = "Loading…";
   renderChatList();
   renderTyping();
-  $("composer-text").focus();
+  renderJump();
+  if (window.matchMedia("(min-width: 701px)").matches) $("composer-text").focus();
   try {
     const page = await api(`/api/chats/${chatId}/messages/?limit=${PAGE_SIZE}`);
     if (serial !== openSerial) return;
@@ -643,7 +868,10 @@ async function openChat(chatId) {
     if (serial === openSerial) history.loading = false;
   }
   renderReceipt();
-  scrollToBottom();
+  const divider = $("message-list").querySelector("li.unread-divider");
+  if (divider) $("messages").scrollTop = divider.offsetTop - 8;
+  else scrollToBottom();
+  renderJump();
   markRead();
   fillScreen();
 }
@@ -664,6 +892,7 @@ async function loadOlder() {
     const fromBottom = box.scrollHeight - box.scrollTop;
     page.results.forEach(showMessage);
     box.scrollTop = box.scrollHeight - fromBottom; // keep the reader's place
+    renderJump();
     history.hasMore = page.hasMore;
     if (page.results.length) history.oldestSeq = page.results[0].seq;
     $("history-status").textContent = history.hasMore ? "" : "This is the start of the chat.";
@@ -711,16 +940,20 @@ client.on("message", (message) => {
     chat.lastMessage = message;
   }
   const theirs = message.senderId !== me;
-  const reading = message.chatId === openChatId && pageVisible();
+  const reading = message.chatId === openChatId && pageVisible() && nearBottom();
   if (theirs && !reading && Number(message.seq) > Number(chat.lastReadSeq)) chat.unreadCount += 1;
   if (theirs) setTyping(message.chatId, message.senderId, false);
   if (message.chatId === openChatId) {
     const follow = nearBottom() || !theirs;
+    const isNew = !shown.has(message.id);
     showMessage(message);
     renderReceipt();
     if (follow) scrollToBottom();
+    else if (isNew && theirs) newBelow += 1;
+    renderJump();
     markRead();
   }
+  if (theirs && !replayedOld(message, chat)) notify(chat, message);
   renderChatList();
 });
 
@@ -771,9 +1004,13 @@ client.on("presence", ({ userId, online: isUp }) => {
   renderChatList();
 });
 
-client.on("chat", ({ chatId, event }) => {
+client.on("chat", ({ chatId, event, chat }) => {
   if (event === "added") fetchChat(chatId);
-  else removeChat(chatId);
+  else if (event === "updated" && chat) {
+    if (!chats.has(chatId)) return; // removed meanwhile
+    upsertChat(chat);
+    renderChatList();
+  } else if (event === "removed") removeChat(chatId);
 });
 
 /** A newer copy of a message (an update, or a deletion as a copy): list preview and chat. */
@@ -819,9 +1056,8 @@ client.on("synced", (summary) => {
 function removeChat(chatId) {
   chats.delete(chatId);
   if (chatId === openChatId) {
-    openChatId = null;
-    $("chat-box").hidden = true;
-    $("no-chat").hidden = false;
+    if (window.location.hash) window.location.hash = "";
+    closeChat();
   }
   renderChatList();
 }
@@ -844,6 +1080,7 @@ $("composer").addEventListener("submit", (event) => {
   const replyTo = composer.mode === "reply" ? composer.message.id : null;
   client.send(openChatId, box.value, { replyTo });
   box.value = "";
+  fitComposer();
   endComposer();
 });
 
@@ -862,10 +1099,27 @@ $("composer-context-cancel").addEventListener("click", () => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") closeMenu();
+  if (event.key !== "Escape") return;
+  if (menu) {
+    const button = menu.node.querySelector(".menu-button");
+    closeMenu();
+    if (button) button.focus();
+  }
+  if (!$("chat-menu").hidden) {
+    closeChatMenu();
+    $("chat-menu-button").focus();
+  }
 });
 
+/** The composer grows with its text, up to a few lines (then it scrolls). */
+function fitComposer() {
+  const box = $("composer-text");
+  box.style.height = "auto";
+  box.style.height = `${Math.min(box.scrollHeight + 2, 160)}px`;
+}
+
 $("composer-text").addEventListener("input", (event) => {
+  fitComposer();
   if (!openChatId) return;
   if (event.target.value.trim()) client.typing(openChatId);
   else client.stopTyping(openChatId);
@@ -873,6 +1127,13 @@ $("composer-text").addEventListener("input", (event) => {
 
 $("messages").addEventListener("scroll", () => {
   if ($("messages").scrollTop < 80) loadOlder();
+  renderJump();
+  markRead();
+});
+
+$("jump").addEventListener("click", () => {
+  scrollToBottom();
+  markRead();
 });
 
 document.addEventListener("visibilitychange", markRead);
@@ -881,13 +1142,14 @@ let searchTimer = null;
 $("user-search").addEventListener("input", (event) => {
   clearTimeout(searchTimer);
   const query = event.target.value.trim();
-  if (!query) {
+  $("search-hint").hidden = !query || query.length >= SEARCH_MIN;
+  if (query.length < SEARCH_MIN) {
     $("user-results").replaceChildren();
     return;
   }
   searchTimer = setTimeout(async () => {
     try {
-      const users = await api(`/api/users/?search=${encodeURIComponent(query)}`);
+      const users = await searchUsers(query);
       $("user-results").replaceChildren(
         ...(users.length
           ? users.map((user) =>
@@ -909,14 +1171,392 @@ $("user-search").addEventListener("input", (event) => {
   }, 200);
 });
 
+async function searchUsers(query) {
+  const answer = await api(`/api/users/?search=${encodeURIComponent(query)}`);
+  return (Array.isArray(answer) ? answer : answer.results).filter((user) => user.id !== me);
+}
+
 async function startChat(user) {
   const chat = upsertChat(await api("/api/chats/", { method: "POST", body: { memberIds: [user.id] } }));
   $("user-search").value = "";
   $("user-results").replaceChildren();
-  await openChat(chat.id);
+  $("search-hint").hidden = true;
+  renderChatList();
+  goToChat(chat.id);
 }
 
 $("retry-now").addEventListener("click", () => client.reconnectNow());
+
+// ---------------------------------------------------------------- desktop notifications
+
+const canNotify = "Notification" in window;
+
+function renderNotifyBar() {
+  if (!canNotify) {
+    $("notify-bar").hidden = true;
+    return;
+  }
+  const permission = Notification.permission;
+  $("notify-bar").hidden = permission === "granted";
+  $("notify-on").hidden = permission !== "default";
+  $("notify-state").textContent =
+    permission === "denied" ? "Notifications are blocked in this browser's site settings." : "";
+}
+
+$("notify-on").addEventListener("click", async () => {
+  try {
+    await Notification.requestPermission();
+  } catch (error) {
+    console.warn("biogram: notification permission", error);
+  }
+  renderNotifyBar();
+});
+
+/** A message from someone else older than this was missed while away: no notification for it. */
+const NOTIFY_MAX_AGE_MS = 5 * 60 * 1000;
+
+function replayedOld(message, chat) {
+  return (
+    Date.now() - Date.parse(message.createdAt) > NOTIFY_MAX_AGE_MS ||
+    Number(message.seq) <= Number(chat.lastReadSeq)
+  );
+}
+
+/** A desktop notification for a message, unless its chat is muted or open in a visible tab. */
+function notify(chat, message) {
+  if (!canNotify || Notification.permission !== "granted" || chat.notificationsMuted) return;
+  if (message.chatId === openChatId && pageVisible()) return;
+  const sender = usernameOf(message.senderId);
+  const title = chat.isDirect ? sender : chatTitle(chat);
+  const text = message.deleted ? "Message deleted" : snippet(message.text || "");
+  try {
+    const shownNotification = new Notification(title, {
+      body: chat.isDirect ? text : `${sender}: ${text}`,
+      tag: `chat-${chat.id}`,
+      data: { chatId: chat.id },
+    });
+    shownNotification.onclick = () => {
+      window.focus();
+      goToChat(chat.id);
+      shownNotification.close();
+    };
+  } catch (error) {
+    console.warn("biogram: notification", error); // some browsers allow only the service worker's
+  }
+}
+
+// ---------------------------------------------------------------- the chat's menu and dialogs
+
+function openChatMenu() {
+  closeMenu();
+  $("chat-menu").hidden = false;
+  $("chat-menu-button").setAttribute("aria-expanded", "true");
+  const first = [...$("chat-menu").querySelectorAll("button")].find((b) => !b.hidden);
+  if (first) first.focus();
+}
+
+function closeChatMenu() {
+  $("chat-menu").hidden = true;
+  $("chat-menu-button").setAttribute("aria-expanded", "false");
+}
+
+$("chat-menu-button").addEventListener("click", (event) => {
+  event.stopPropagation();
+  if ($("chat-menu").hidden) openChatMenu();
+  else closeChatMenu();
+});
+
+$("chat-menu").addEventListener("keydown", (event) => {
+  if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+  event.preventDefault();
+  const items = [...$("chat-menu").querySelectorAll("button")].filter((b) => !b.hidden);
+  const at = items.indexOf(document.activeElement);
+  const step = event.key === "ArrowDown" ? 1 : -1;
+  items[(at + step + items.length) % items.length].focus();
+});
+
+document.addEventListener("click", (event) => {
+  if (!$("chat-menu").hidden && !$("chat-menu").contains(event.target)) closeChatMenu();
+});
+
+$("back").addEventListener("click", () => {
+  window.location.hash = "";
+});
+
+function showDialog(id) {
+  closeChatMenu();
+  const dialog = $(id);
+  dialog.querySelectorAll(".errors").forEach((node) => {
+    node.hidden = true;
+  });
+  dialog.showModal();
+  return dialog;
+}
+
+for (const dialog of document.querySelectorAll("dialog")) {
+  dialog.addEventListener("click", (event) => {
+    if (event.target.closest("[data-close]")) dialog.close();
+  });
+  dialog.addEventListener("close", () => {
+    if (dialog.returnFocusTo && document.contains(dialog.returnFocusTo)) dialog.returnFocusTo.focus();
+  });
+}
+
+function dialogError(id, error) {
+  $(id).textContent = error.message || String(error);
+  $(id).hidden = false;
+}
+
+$("menu-mute").addEventListener("click", async () => {
+  closeChatMenu();
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  try {
+    const answer = await api(`/api/chats/${chat.id}/notifications/`, {
+      method: "PUT",
+      body: { muted: !chat.notificationsMuted },
+    });
+    chat.notificationsMuted = answer.muted;
+    renderChatList();
+    notice(answer.muted ? "Notifications muted for this chat." : "Notifications on for this chat.");
+  } catch (error) {
+    notice(`Could not change notifications: ${error.message}`);
+  }
+  $("chat-menu-button").focus();
+});
+
+/** A people picker: a search box (2 characters or more), its results, and the chosen. */
+function picker(container) {
+  const chosen = new Map(); // userId -> username
+  const input = el("input", {
+    id: container.dataset.input,
+    type: "search",
+    placeholder: "Search people",
+    autocomplete: "off",
+  });
+  const results = el("ul", { class: "user-results", "aria-label": "People found" });
+  const picked = el("ul", { class: "chips", "aria-label": "Chosen" });
+  const renderPicked = () =>
+    picked.replaceChildren(
+      ...[...chosen].map(([id, name]) =>
+        el(
+          "li",
+          {},
+          el(
+            "button",
+            {
+              type: "button",
+              class: "chip",
+              "aria-label": `Remove ${name}`,
+              onclick: () => {
+                chosen.delete(id);
+                renderPicked();
+                input.focus();
+              },
+            },
+            `${name} ×`,
+          ),
+        ),
+      ),
+    );
+  let timer = null;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    const query = input.value.trim();
+    if (query.length < SEARCH_MIN) {
+      results.replaceChildren(
+        query ? el("li", { class: "hint" }, "Type at least 2 characters.") : "",
+      );
+      return;
+    }
+    timer = setTimeout(async () => {
+      try {
+        const users = (await searchUsers(query)).filter((u) => !container.exclude?.has(u.id));
+        results.replaceChildren(
+          ...(users.length
+            ? users.map((user) =>
+                el(
+                  "li",
+                  {},
+                  el(
+                    "button",
+                    {
+                      type: "button",
+                      class: "user-item",
+                      onclick: () => {
+                        chosen.set(user.id, user.username);
+                        renderPicked();
+                        input.value = "";
+                        results.replaceChildren();
+                        input.focus();
+                      },
+                    },
+                    user.username,
+                  ),
+                ),
+              )
+            : [el("li", { class: "hint" }, "Nobody by that name.")]),
+        );
+      } catch {
+        results.replaceChildren(el("li", { class: "hint" }, "Search failed."));
+      }
+    }, 200);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") event.preventDefault(); // Enter picks nothing; it never submits
+  });
+  container.replaceChildren(picked, input, results);
+  return {
+    chosen,
+    reset(exclude = new Set()) {
+      container.exclude = exclude;
+      chosen.clear();
+      input.value = "";
+      results.replaceChildren();
+      renderPicked();
+    },
+  };
+}
+
+const groupPicker = picker($("group-picker"));
+const addPicker = picker($("add-picker"));
+
+$("new-group").addEventListener("click", () => {
+  $("group-title").value = "";
+  groupPicker.reset(new Set([me]));
+  showDialog("group-dialog").returnFocusTo = $("new-group");
+  $("group-title").focus();
+});
+
+$("group-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const title = $("group-title").value.trim();
+  if (!title) {
+    dialogError("group-error", "Give the group a name.");
+    $("group-title").focus();
+    return;
+  }
+  try {
+    const chat = upsertChat(
+      await api("/api/chats/", {
+        method: "POST",
+        body: { title, memberIds: [...groupPicker.chosen.keys()] },
+      }),
+    );
+    $("group-dialog").returnFocusTo = null;
+    $("group-dialog").close();
+    renderChatList();
+    goToChat(chat.id);
+  } catch (error) {
+    dialogError("group-error", error);
+  }
+});
+
+$("menu-rename").addEventListener("click", () => {
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  $("rename-title").value = chat.title;
+  showDialog("rename-dialog").returnFocusTo = $("chat-menu-button");
+  $("rename-title").select();
+});
+
+$("rename-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const chat = chats.get(openChatId);
+  const title = $("rename-title").value.trim();
+  if (!chat) return;
+  if (!title) {
+    dialogError("rename-error", "A group needs a name.");
+    return;
+  }
+  try {
+    upsertChat(await api(`/api/chats/${chat.id}/`, { method: "PATCH", body: { title } }));
+    renderChatList();
+    $("rename-dialog").close();
+  } catch (error) {
+    dialogError("rename-error", error);
+  }
+});
+
+$("menu-add").addEventListener("click", () => {
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  addPicker.reset(new Set(chat.members.map((m) => m.id)));
+  showDialog("add-dialog").returnFocusTo = $("chat-menu-button");
+  $("add-search").focus();
+});
+
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  if (!addPicker.chosen.size) {
+    dialogError("add-error", "Search for someone to add first.");
+    return;
+  }
+  try {
+    for (const userId of addPicker.chosen.keys()) {
+      upsertChat(
+        await api(`/api/chats/${chat.id}/members/`, { method: "POST", body: { userId } }),
+      );
+    }
+    renderChatList();
+    $("add-dialog").close();
+  } catch (error) {
+    dialogError("add-error", error);
+  }
+});
+
+function renderMembers(chat) {
+  const count = chat.members.length;
+  $("members-count").textContent = `${count} ${count === 1 ? "member" : "members"}`;
+  const sorted = [...chat.members].sort((a, b) => a.username.localeCompare(b.username));
+  $("members-list").replaceChildren(
+    ...sorted.map((member) => {
+      const state = member.id === me ? (connected ? "online" : "unknown") : presenceOf([member.id]);
+      return el(
+        "li",
+        { dataset: { userId: member.id } },
+        presenceDot(state),
+        el("span", { class: "member-name" }, member.id === me ? `${member.username} (you)` : member.username),
+        el("span", { class: "member-state" }, state),
+      );
+    }),
+  );
+}
+
+$("menu-members").addEventListener("click", () => {
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  renderMembers(chat);
+  showDialog("members-dialog").returnFocusTo = $("chat-menu-button");
+  $("members-dialog").querySelector("[data-close]").focus();
+});
+
+$("menu-leave").addEventListener("click", () => {
+  const chat = chats.get(openChatId);
+  if (!chat) return;
+  $("leave-text").textContent = chat.isDirect
+    ? `You leave your chat with ${chatTitle(chat)}; starting it again brings you both back.`
+    : `You leave "${chatTitle(chat)}" and stop receiving its messages.`;
+  showDialog("leave-dialog").returnFocusTo = $("chat-menu-button");
+  $("leave-dialog").querySelector("[data-close]").focus();
+});
+
+$("leave-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const chatId = openChatId;
+  if (!chatId) return;
+  try {
+    await api(`/api/chats/${chatId}/members/${me}/`, { method: "DELETE" });
+    $("leave-dialog").returnFocusTo = null;
+    $("leave-dialog").close();
+    removeChat(chatId);
+    $("user-search").focus();
+  } catch (error) {
+    dialogError("leave-error", error);
+  }
+});
 
 // ---------------------------------------------------------------- start
 
@@ -927,9 +1567,11 @@ async function start() {
     console.warn("biogram: chat list", error);
   }
   renderChatList();
+  renderNotifyBar();
   client.connect();
-  const wanted = window.location.hash.replace(/^#chat-/, "");
-  if (wanted && chats.has(wanted)) openChat(wanted);
+  followHash();
 }
+
+window.addEventListener("hashchange", followHash);
 
 start();

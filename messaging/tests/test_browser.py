@@ -86,18 +86,21 @@ def server(start_server):
 def open_page(browser):
     """`open_page(server, user)`: a new browser window logged in as `user` on the messages page.
 
-    `context=` opens another window of the same browser profile (same session).
+    `context=` opens another window of the same browser profile (same session); `viewport=`
+    sizes a new one; `init_script=` runs in the page before its own scripts.
     Script errors on any page fail the test.
     """
     contexts, errors = [], []
 
-    def open_(server, someone=None, *, path="/", context=None):
+    def open_(server, someone=None, *, path="/", context=None, viewport=None, init_script=None):
         if context is None:
-            context = browser.new_context(viewport=VIEWPORT)
+            context = browser.new_context(viewport=viewport or VIEWPORT)
             contexts.append(context)
             if someone is not None:
                 context.add_cookies([session_cookie(someone, server)])
         page = context.new_page()
+        if init_script:
+            page.add_init_script(init_script)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(server.url + path)
         if someone is not None and path.split("#")[0] == "/":
