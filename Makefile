@@ -11,7 +11,7 @@ PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
 
-.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean browser axe nginx screenshots
+.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean distclean browser axe nginx screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -94,9 +94,10 @@ nginx:
 screenshots: install-dev browser axe
 	env -u DATABASE_URL -u REDIS_URL BIOGRAM_SCREENSHOTS=docs/screenshots $(PY) -m pytest -m browser
 
+## audit: the pinned requirements against an advisory database; fails, saying so, when it could not
+## check every package (pip-audit alone "passes" having audited nothing when offline).
 audit: install-dev
-	$(PY) -m pip install -q pip-audit
-	$(VENV)/bin/pip-audit -r requirements.txt
+	$(PY) -m biogram.audit requirements.txt
 
 ## bench: benchmark the server against the Channels tutorial consumer (bench/README.md).
 ## Pass options with BENCH_ARGS, e.g. make bench BENCH_ARGS="--config pg2 --output out.json".
@@ -104,5 +105,12 @@ audit: install-dev
 bench: install-dev
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+## clean: what `make` builds (the virtualenv, collected static files, caches, node_modules);
+## keeps var/ (the database and the secret key). distclean removes var/ too, saying so.
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .hypothesis
+	find . -name node_modules -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	@echo "distclean: deleting var/ (the SQLite database $$(ls var/db.sqlite3 2>/dev/null), the secret key and the VAPID key: logins and tokens end)"
+	rm -rf var

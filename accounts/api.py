@@ -46,9 +46,20 @@ class RegisterInput(serializers.Serializer):
         return attrs
 
 
+USER_SEARCH_MIN = 2
+
+
 class UserSearchQuery(serializers.Serializer):
-    # A CharField refuses NUL (400), which PostgreSQL cannot take even in a LIKE pattern.
-    search = serializers.CharField(required=False, allow_blank=True, default="")
+    # A CharField refuses NUL (400), which PostgreSQL cannot take even in a LIKE pattern; it
+    # trims, so blanks do not count toward the minimum: the directory is searched, not listed.
+    search = serializers.CharField(
+        min_length=USER_SEARCH_MIN,
+        error_messages={
+            "required": f"Give a search term of at least {USER_SEARCH_MIN} characters.",
+            "blank": f"Give a search term of at least {USER_SEARCH_MIN} characters.",
+            "min_length": f"Give a search term of at least {USER_SEARCH_MIN} characters.",
+        },
+    )
 
 
 class UserOutput(serializers.Serializer):
@@ -88,19 +99,28 @@ class MeView(APIView):
 
 
 class UserListView(APIView):
-    """Active users to start a chat with, optionally filtered by a username search."""
+    """Active users to start a chat with whose username contains the search term."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("search", str, description="Part of a username.")],
+        parameters=[
+            OpenApiParameter(
+                "search",
+                {"type": "string", "minLength": USER_SEARCH_MIN},
+                required=True,
+                description=f"Part of a username, at least {USER_SEARCH_MIN} non-blank characters.",
+            )
+        ],
         responses=UserOutput(many=True),
     )
     def get(self, request):
         query = UserSearchQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         search = query.validated_data["search"]
-        users = get_user_model().objects.filter(is_active=True).exclude(pk=request.user.pk)
-        if search:
-            users = users.filter(username__icontains=search[:150])
+        users = (
+            get_user_model()
+            .objects.filter(is_active=True, username__icontains=search[:150])
+            .exclude(pk=request.user.pk)
+        )
         users = users.order_by("username")[:USER_SEARCH_LIMIT]
         return Response([user_data(user) for user in users])
 

@@ -2,10 +2,10 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from accounts import views as account_pages
-from biogram import ops
+from biogram import apidocs, ops
 from messaging import views as pages
 
 urlpatterns = [
@@ -17,7 +17,8 @@ urlpatterns = [
     path("api/", include("accounts.urls")),
     path("api/", include("messaging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", apidocs.SwaggerDocs.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", apidocs.RedocDocs.as_view(url_name="schema"), name="api-redoc"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),

@@ -1562,7 +1562,12 @@ $("leave-form").addEventListener("submit", async (event) => {
 
 async function start() {
   try {
-    (await api("/api/chats/")).forEach(upsertChat);
+    // The chat list comes in pages (cursor pagination): follow `next` to the end.
+    for (let path = "/api/chats/?limit=200"; path; ) {
+      const page = await api(path);
+      page.results.forEach(upsertChat);
+      path = page.next;
+    }
   } catch (error) {
     console.warn("biogram: chat list", error);
   }

@@ -1,4 +1,8 @@
-"""REST errors as `{"detail", "code"}`, with the socket protocol's codes."""
+"""REST errors as `{"detail", "code"}`, with the socket protocol's codes.
+
+Token errors keep SimpleJWT's own codes (`token_not_valid`, `no_active_account`,
+`user_inactive`…): refresh interceptors (axios and the like) key on them.
+"""
 
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
@@ -49,7 +53,9 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    code = CODES_BY_STATUS.get(response.status_code, "error")
+    code = (response.status_code == 401 and _simplejwt_code(exc, context)) or CODES_BY_STATUS.get(
+        response.status_code, "error"
+    )
     if isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": _summary(exc.detail), "code": code, "errors": exc.detail}
     else:
@@ -58,6 +64,19 @@ def exception_handler(exc, context):
         if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS and getattr(exc, "wait", None):
             response.data["retryAfterMs"] = int(exc.wait * 1000)
     return response
+
+
+def _simplejwt_code(exc, context) -> str | None:
+    """SimpleJWT's code of a token error (InvalidToken, AuthenticationFailed of its views)."""
+    view = context.get("view") if context else None
+    modules = (type(exc).__module__, type(view).__module__)
+    if not any(module.startswith("rest_framework_simplejwt") for module in modules):
+        return None
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict) and isinstance(detail.get("code"), str):
+        return detail["code"]
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
+    return codes if isinstance(codes, str) else None
 
 
 def not_found(request, exception=None):

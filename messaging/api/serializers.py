@@ -156,9 +156,21 @@ class ChatOutput(serializers.Serializer):
     notificationsMuted = serializers.BooleanField()  # noqa: N815
 
 
+class ChatPageOutput(serializers.Serializer):
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = ChatOutput(many=True)
+
+
 class HistoryOutput(serializers.Serializer):
     results = MessageOutput(many=True)
     hasMore = serializers.BooleanField()  # noqa: N815
+    next = serializers.URLField(
+        allow_null=True, help_text="The newer messages after this page, if any."
+    )
+    previous = serializers.URLField(
+        allow_null=True, help_text="The older messages before this page, if any."
+    )
 
 
 class ChangesOutput(serializers.Serializer):

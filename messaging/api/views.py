@@ -1,7 +1,10 @@
 """REST views of messaging: each parses its input, calls one service or selector, and answers."""
 
+from urllib.parse import urlencode
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,6 +15,7 @@ from messaging.api.serializers import (
     ChangesQuery,
     ChatCreateInput,
     ChatOutput,
+    ChatPageOutput,
     ChatRenameInput,
     DeliveredInput,
     DeliveredOutput,
@@ -35,13 +39,36 @@ def _validated(serializer_class, data):
     return serializer.validated_data
 
 
-class ChatListView(APIView):
-    """The caller's chats, and new ones."""
+class ChatPages(CursorPagination):
+    """The chat list, most recent activity first, in pages that stay put while chats move."""
 
-    @extend_schema(responses=ChatOutput(many=True))
+    ordering = ("-activity", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 200
+
+
+class ChatListView(APIView):
+    """The caller's chats (cursor-paginated: follow `next`), and new ones."""
+
+    pagination_class = ChatPages
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("cursor", str, description="From a `next` or `previous` link."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1},
+                description="Page size, default 50, at most 200.",
+            ),
+        ],
+        responses=ChatPageOutput,
+        operation_id="chats_list",
+    )
     def get(self, request):
-        chats = list(selectors.chats_for_list(request.user))
-        return Response(selectors.chat_objects(request.user, chats))
+        pages = self.pagination_class()
+        chats = pages.paginate_queryset(selectors.chats_for_list(request.user), request, view=self)
+        return pages.get_paginated_response(selectors.chat_objects(request.user, chats))
 
     @extend_schema(request=ChatCreateInput, responses={201: ChatOutput, 200: ChatOutput})
     def post(self, request):
@@ -105,6 +132,29 @@ class MemberDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def _history_links(request, chat, page, query) -> dict:
+    """`next` (the newer messages after the page) and `previous` (the older ones before it), as
+    URLs with the same `limit`, or null where there is nothing."""
+    upward = query.get("after") is not None
+    seqs = [m.seq for m in page.messages]
+    if seqs:
+        newer = page.has_more if upward else seqs[-1] < chat.last_seq
+        older = seqs[0] > 1 if upward else page.has_more
+        newer_from, older_from = seqs[-1], seqs[0]
+    else:
+        newer = older = False
+        newer_from = older_from = None
+    limit = query["limit"]
+
+    def link(**params):
+        return request.build_absolute_uri(f"{request.path}?{urlencode({**params, 'limit': limit})}")
+
+    return {
+        "next": link(after=newer_from) if newer else None,
+        "previous": link(before=older_from) if older else None,
+    }
+
+
 class MessageListView(APIView):
     """A chat's history, and sending to it."""
 
@@ -134,7 +184,11 @@ class MessageListView(APIView):
             limit=min(query["limit"], selectors.HISTORY_MAX_LIMIT),
         )
         return Response(
-            {"results": [protocol.message_data(m) for m in page.messages], "hasMore": page.has_more}
+            {
+                "results": [protocol.message_data(m) for m in page.messages],
+                "hasMore": page.has_more,
+                **_history_links(request, chat, page, query),
+            }
         )
 
     @extend_schema(request=MessageSendInput, responses={201: MessageOutput, 200: MessageOutput})

@@ -19,6 +19,7 @@ CHECKS = [
     "response_schema_conformance",
     "content_type_conformance",
     "response_headers_conformance",
+    "status_code_conformance",
 ]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 

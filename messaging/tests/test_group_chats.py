@@ -133,7 +133,7 @@ def test_the_chat_list_carries_each_chats_notification_setting(api_client, user,
     api_client.as_user(user).put(notifications_url(group_chat), {"muted": True}, format="json")
 
     listed = api_client.as_user(user).get("/api/chats/").json()
-    chats = listed["results"] if isinstance(listed, dict) else listed
+    chats = listed["results"]
     by_id = {c["id"]: c["notificationsMuted"] for c in chats}
     assert by_id == {str(chat.pk): False, str(group_chat.pk): True}
 

@@ -1,0 +1,238 @@
+"""The REST API as a Django REST framework user expects it: paths with or without their slash and
+never a method-changing redirect, the browsable API, form and multipart bodies, SimpleJWT's own
+token error codes, cursor pagination, the user search minimum, error answers in the OpenAPI
+document, and API docs that load nothing from another host."""
+
+import json
+from datetime import timedelta
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from django.test import Client, override_settings
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework_simplejwt.tokens import AccessToken
+
+from conftest import make_user
+from messaging import services
+from messaging.models import Chat
+
+ERRORS = {"400", "401", "403", "404", "429"}
+
+
+def relative(url: str) -> str:
+    parts = urlparse(url)
+    return f"{parts.path}?{parts.query}"
+
+
+# ---------------------------------------------------------------- paths and redirects
+
+
+def test_a_post_without_the_trailing_slash_creates_the_chat_and_never_redirects(
+    api_client, user, other_user
+):
+    client = api_client.as_user(user)
+
+    response = client.post("/api/chats", {"title": "No slash", "memberIds": []}, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["title"] == "No slash"
+    assert Chat.objects.filter(title="No slash").count() == 1
+    listed = client.get("/api/chats")
+    assert listed.status_code == 200
+    assert [c["title"] for c in listed.json()["results"]] == ["No slash"]
+
+
+def test_every_method_is_served_without_the_slash_as_with_it(api_client, user, group_chat):
+    client = api_client.as_user(user)
+
+    renamed = client.patch(f"/api/chats/{group_chat.pk}", {"title": "Renamed"}, format="json")
+    sent = client.post(f"/api/chats/{group_chat.pk}/messages", {"text": "hi"}, format="json")
+    muted = client.put(f"/api/chats/{group_chat.pk}/notifications", {"muted": True}, format="json")
+
+    assert (renamed.status_code, sent.status_code, muted.status_code) == (200, 201, 200)
+
+
+def test_an_unknown_api_path_is_a_json_404_not_a_redirect(api_client, user):
+    client = api_client.as_user(user)
+
+    for path in ("/api/nothing", "/api/nothing/", "/api/chats/1/nothing"):
+        response = client.post(path, {}, format="json")
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "not_found"
+
+
+# ---------------------------------------------------------------- renderers and parsers
+
+
+def test_the_browsable_api_renders_for_a_logged_in_user(user, chat):
+    browser = Client()
+    browser.force_login(user)
+
+    response = browser.get("/api/chats/", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    page = response.content.decode()
+    assert "Django REST framework" in page
+    assert str(chat.pk) in page
+
+
+def test_json_is_still_the_default_answer(api_client, user):
+    response = api_client.as_user(user).get("/api/me/", HTTP_ACCEPT="*/*")
+
+    assert response["Content-Type"] == "application/json"
+
+
+def test_form_and_multipart_posts_create_chats(api_client, user, other_user, third_user):
+    client = api_client.as_user(user)
+
+    form = client.post(
+        "/api/chats/",
+        f"title=Form&memberIds={other_user.pk}&memberIds={third_user.pk}",
+        content_type="application/x-www-form-urlencoded",
+    )
+    multipart = client.post(
+        "/api/chats/", {"title": "Multipart", "memberIds": [other_user.pk]}, format="multipart"
+    )
+
+    assert (form.status_code, multipart.status_code) == (201, 201), (
+        form.content,
+        multipart.content,
+    )
+    assert len(form.json()["members"]) == 3
+    assert len(multipart.json()["members"]) == 2
+
+
+# ---------------------------------------------------------------- SimpleJWT's codes
+
+
+def test_an_expired_access_token_answers_simplejwts_token_not_valid(api_client, user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    response = api_client.get("/api/me/")
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_wrong_credentials_at_the_token_endpoint_answer_no_active_account(api_client, user):
+    response = api_client.post(
+        "/api/auth/token/", {"username": user.username, "password": "wrong"}, format="json"
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "no_active_account"
+
+
+def test_a_request_without_credentials_still_answers_unauthorized(api_client):
+    response = api_client.get("/api/me/")
+
+    assert (response.status_code, response.json()["code"]) == (401, "unauthorized")
+
+
+# ---------------------------------------------------------------- pagination
+
+
+def test_the_chat_list_pages_with_cursor_links_each_chat_once_newest_first(api_client, user):
+    chats = []
+    for n in range(7):
+        friend = make_user(f"friend{n}")
+        chat, _ = services.create_chat(creator=user, member_ids=[friend.pk])
+        services.send_message(sender=friend, chat_id=chat.pk, text=f"hello {n}")
+        chats.append(chat)
+    client = api_client.as_user(user)
+
+    seen, pages, path = [], [], "/api/chats/?limit=3"
+    while path:
+        page = client.get(path).json()
+        pages.append(page)
+        seen += [c["id"] for c in page["results"]]
+        path = page["next"] and relative(page["next"])
+
+    assert seen == [str(chat.pk) for chat in reversed(chats)]
+    assert [len(p["results"]) for p in pages] == [3, 3, 1]
+    assert pages[0]["previous"] is None
+    back = client.get(relative(pages[1]["previous"])).json()
+    assert [c["id"] for c in back["results"]] == seen[:3]
+
+
+def test_the_chat_list_page_size_is_capped_at_200(api_client, user, chat):
+    page = api_client.as_user(user).get("/api/chats/?limit=100000").json()
+
+    assert [c["id"] for c in page["results"]] == [str(chat.pk)]
+    assert page["next"] is None
+
+
+def test_history_links_to_the_older_and_newer_pages(api_client, user, other_user, chat):
+    for n in range(1, 8):
+        services.send_message(sender=other_user, chat_id=chat.pk, text=f"m{n}")
+    client = api_client.as_user(user)
+
+    latest = client.get(f"/api/chats/{chat.pk}/messages/?limit=3").json()
+    assert [m["seq"] for m in latest["results"]] == ["5", "6", "7"]
+    assert latest["next"] is None and latest["hasMore"] is True
+    assert parse_qs(urlparse(latest["previous"]).query) == {"before": ["5"], "limit": ["3"]}
+
+    older = client.get(relative(latest["previous"])).json()
+    assert [m["seq"] for m in older["results"]] == ["2", "3", "4"]
+    oldest = client.get(relative(older["previous"])).json()
+    assert [m["seq"] for m in oldest["results"]] == ["1"]
+    assert oldest["previous"] is None
+
+    newer = client.get(relative(oldest["next"])).json()
+    assert [m["seq"] for m in newer["results"]] == ["2", "3", "4"]
+    assert parse_qs(urlparse(oldest["next"]).query) == {"after": ["1"], "limit": ["3"]}
+
+
+# ---------------------------------------------------------------- the OpenAPI document
+
+
+def schema_as_served(client) -> dict:
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def test_the_schema_documents_the_error_answers_of_every_operation(client):
+    schema = schema_as_served(client)
+
+    operations = [
+        (path, method, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    ]
+    assert len(operations) > 20
+    for path, method, operation in operations:
+        assert set(operation["responses"]) >= ERRORS, (method, path)
+        error = operation["responses"]["404"]["content"]["application/json"]["schema"]
+        assert error == {"$ref": "#/components/schemas/Error"}
+    assert schema["components"]["schemas"]["Error"]["required"] == ["detail", "code"]
+
+
+def test_the_error_answers_are_documented_whatever_the_throttle_settings(settings):
+    with_throttles = SchemaGenerator().get_schema(request=None, public=True)
+    unthrottled = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_CLASSES": []}
+    with override_settings(REST_FRAMEWORK=unthrottled):
+        without = SchemaGenerator().get_schema(request=None, public=True)
+
+    assert json.dumps(with_throttles, sort_keys=True) == json.dumps(without, sort_keys=True)
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_the_api_docs_are_served_from_this_host(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "fonts.googleapis.com" not in page
+    assert "cdn.jsdelivr.net" not in page
+    assert "/static/drf_spectacular_sidecar/" in page
+
+
+def test_a_user_searching_less_than_two_characters_gets_400(api_client, user, other_user):
+    response = api_client.as_user(user).get("/api/users/?search=b")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
