@@ -681,8 +681,6 @@ def test_the_api_docs_render_and_load_nothing_from_another_host(
     elsewhere = [url for url in requested if not url.startswith((server.url, "data:", "blob:"))]
     # Redoc always asks for its own logo from a CDN; the page's Content-Security-Policy stops it
     # in the browser, before any connection is made.
-    assert {url: failed.get(url) for url in elsewhere} == dict.fromkeys(
-        elsewhere, "csp"
-    )
+    assert {url: failed.get(url) for url in elsewhere} == dict.fromkeys(elsewhere, "csp")
     assert all("redoc.ly" in url for url in elsewhere), elsewhere
     assert any("drf_spectacular_sidecar" in url for url in requested)
