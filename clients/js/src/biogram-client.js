@@ -89,6 +89,17 @@
  * @typedef {import("./protocol.js").ClientEvents} ClientEvents
  * @typedef {import("./protocol.js").ConnectionState} ConnectionState
  * @typedef {import("./protocol.js").ClientFrame} ClientFrame
+ * @typedef {import("./protocol.js").ServerFrame} ServerFrame
+ * @typedef {import("./protocol.js").ConnectData} ConnectData
+ * @typedef {import("./protocol.js").DeleteData} DeleteData
+ * @typedef {import("./protocol.js").ErrorData} ErrorData
+ * @typedef {import("./protocol.js").SyncSummary} SyncSummary
+ * @typedef {import("./protocol.js").SyncPosition} SyncPosition
+ * @typedef {import("./protocol.js").ChangesPage} ChangesPage
+ * @typedef {import("./protocol.js").CloseReason} CloseReason
+ * @typedef {import("./protocol.js").SocketLike} SocketLike
+ * @typedef {import("./protocol.js").MessageOut} MessageOut
+ * @typedef {import("./protocol.js").SocketConstructor} SocketConstructor
  * @typedef {ReturnType<typeof setTimeout> | undefined} Timer
  * @typedef {{reconnect: Timer, refresh: Timer, heartbeat: Timer, outbox: Timer, delivered: Timer}} Timers
  */
@@ -100,13 +111,22 @@ const RETRYABLE = new Set(["rate_limited", "unavailable"]);
 const COPIES_KEPT = 20000; // messages whose latest copy is remembered (the oldest go first)
 const CHANGES_PAGE = 200;
 
-/** The wait before reconnect attempt `attempt` (0, 1, 2...): full jitter, capped. */
+/**
+ * The wait before reconnect attempt `attempt` (0, 1, 2...): full jitter, capped.
+ * @param {number} attempt
+ * @param {{baseMs?: number, capMs?: number, random?: () => number}} [options]
+ * @returns {number} milliseconds
+ */
 export function backoffDelay(attempt, { baseMs = 500, capMs = 30000, random = Math.random } = {}) {
   return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
 }
 
 /** Thrown by a getToken() whose credentials are gone: the user must log in again. */
 export class AuthError extends Error {
+  /**
+   * @param {string} message
+   * @param {number} status the HTTP status that said so (401, 403)
+   */
   constructor(message, status) {
     super(message);
     this.name = "AuthError";
@@ -138,13 +158,17 @@ export function sessionTokenSource({ url = "/api/session/token/", csrfToken, fet
   };
 }
 
-/** A clientMessageId: 32 random hex digits (crypto.randomUUID needs a secure context). */
+/**
+ * A clientMessageId: 32 random hex digits (crypto.randomUUID needs a secure context).
+ * @returns {string}
+ */
 function newClientMessageId() {
   const bytes = new Uint8Array(16);
   globalThis.crypto.getRandomValues(bytes);
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
+/** @returns {string} */
 function defaultUrl() {
   const scheme = globalThis.location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${globalThis.location.host}/ws/chat/`;
@@ -178,7 +202,7 @@ export class BiogramSocket {
    * @param {string} [options.storageKey] its key there; one per user
    * @param {string} [options.apiBase] the REST API's root, for the changes after a long absence
    * @param {number} [options.deliveredThrottleMs] at most one `delivered` per chat this often
-   * @param {typeof WebSocket} [options.WebSocketImpl] the WebSocket class (in Node: the `ws`
+   * @param {SocketConstructor} [options.WebSocketImpl] the WebSocket class (in Node: the `ws`
    *   package's); default the global one
    * @param {typeof fetch | null} [options.fetchImpl] fetch for the REST catch-up (default global)
    * @param {() => number} [options.random] for the backoff's jitter (tests)
@@ -224,12 +248,12 @@ export class BiogramSocket {
     this.nextAttemptAt = null;
     /** @type {Map<string, Set<Function>>} */
     this.handlers = new Map();
-    /** @type {WebSocket | null} */
+    /** @type {SocketLike | null} */
     this.socket = null;
     this.serial = 0; // one per attempt; stale callbacks compare theirs to it
     this.connected = false;
     this.stopped = true;
-    /** @type {string | null} */
+    /** @type {CloseReason | null} the reason of the server's `disconnect` before it closes */
     this.closeReason = null;
     /** @type {{token: string, expiresAt: number, refreshAt: number} | null} */
     this.token = null;
@@ -239,17 +263,28 @@ export class BiogramSocket {
     /** @type {number | null} */
     this.pingSentAt = null;
 
-    this.lastSeq = new Map(); // chatId -> the highest seq delivered without a gap
-    this.held = new Map(); // chatId -> Map(seq -> message) waiting for a gap to fill
-    this.revs = new Map(); // chatId -> the rev up to which every change is held
-    this.revsAhead = new Map(); // chatId -> Set of revs received past a gap
-    this.copies = new Map(); // messageId -> the copy with the highest rev seen
-    this.catchingUp = new Set(); // chat ids being paged from REST after a `sync`
-    this.deliveredWanted = new Map(); // chatId -> the highest seq shown, to report
-    this.deliveredSent = new Map(); // chatId -> {seq, at} of the last report
-    this.syncRequests = []; // chat ids of each `sync` in flight, oldest first
+    /** @type {Map<string, number>} chatId -> the highest seq delivered without a gap */
+    this.lastSeq = new Map();
+    /** @type {Map<string, Map<number, Message>>} chatId -> seq -> message waiting for a gap */
+    this.held = new Map();
+    /** @type {Map<string, number>} chatId -> the rev up to which every change is held */
+    this.revs = new Map();
+    /** @type {Map<string, Set<number>>} chatId -> revs received past a gap */
+    this.revsAhead = new Map();
+    /** @type {Map<string, Message>} messageId -> the copy with the highest rev seen */
+    this.copies = new Map();
+    /** @type {Set<string>} chat ids being paged from REST after a `sync` */
+    this.catchingUp = new Set();
+    /** @type {Map<string, number>} chatId -> the highest seq shown, to report */
+    this.deliveredWanted = new Map();
+    /** @type {Map<string, {seq: number, at: number}>} chatId -> the last report */
+    this.deliveredSent = new Map();
+    /** @type {string[][]} chat ids of each `sync` in flight, oldest first */
+    this.syncRequests = [];
     this.outbox = this.loadOutbox();
-    this.reads = new Map(); // chatId -> messageId (null: the latest) to send when connected
+    /** @type {Map<string, string | null>} chatId -> messageId (null: the latest) to send */
+    this.reads = new Map();
+    /** @type {Map<string, number>} chatId -> when `typing` was last sent */
     this.typingSentAt = new Map();
 
     if (globalThis.addEventListener) {
@@ -277,6 +312,11 @@ export class BiogramSocket {
     };
   }
 
+  /**
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {ClientEvents[K]} args
+   */
   emit(name, ...args) {
     for (const fn of this.handlers.get(name) || []) {
       try {
@@ -346,14 +386,18 @@ export class BiogramSocket {
     }
     this.socket = socket;
     this.lastFrameAt = Date.now();
-    socket.onmessage = (event) => this.receive(socket, event.data);
+    // The server sends text frames only: `data` is a string.
+    socket.onmessage = (event) => this.receive(socket, /** @type {string} */ (event.data));
     socket.onclose = (event) => this.closed(socket, event.code);
     // A failed connection is followed by `close`, which reconnects; Node's `ws` would throw an
     // `error` event nobody listens to.
     socket.onerror = () => {};
   }
 
-  /** The cached token while it has some life left, else a new one from getToken(). */
+  /**
+   * The cached token while it has some life left, else a new one from getToken().
+   * @returns {Promise<string>}
+   */
   async freshToken() {
     if (this.token && this.token.refreshAt > Date.now()) return this.token.token;
     if (!this.getToken) throw new Error("no getToken: the socket relies on the session cookie");
@@ -364,6 +408,10 @@ export class BiogramSocket {
     return token;
   }
 
+  /**
+   * @param {SocketLike} socket
+   * @param {number} code
+   */
   closed(socket, code) {
     if (socket !== this.socket) return;
     this.detach(socket);
@@ -379,7 +427,10 @@ export class BiogramSocket {
     this.scheduleReconnect();
   }
 
-  /** Forget a socket: what was in flight on it is sent again on the next one. */
+  /**
+   * Forget a socket: what was in flight on it is sent again on the next one.
+   * @param {SocketLike} socket
+   */
   detach(socket) {
     socket.onmessage = null;
     socket.onclose = null;
@@ -394,8 +445,11 @@ export class BiogramSocket {
     clearInterval(this.timers.heartbeat);
     clearTimeout(this.timers.outbox);
     clearTimeout(this.timers.delivered);
-    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = this.timers.delivered =
-      undefined;
+    this.timers.refresh =
+      this.timers.heartbeat =
+      this.timers.outbox =
+      this.timers.delivered =
+        undefined;
   }
 
   scheduleReconnect() {
@@ -410,9 +464,9 @@ export class BiogramSocket {
     this.setState("reconnecting");
   }
 
-  /** Stop for good (no reconnect): the login ended, or the server refused it. `reason` is the
-   * server's `disconnect` reason when it gave one (`logged_out`, `banned`, …). */
   /**
+   * Stop for good (no reconnect): the login ended, or the server refused it. `reason` is the
+   * server's `disconnect` reason when it gave one (`logged_out`, `banned`, …).
    * @param {number} code
    * @param {string | null} [reason]
    */
@@ -450,41 +504,56 @@ export class BiogramSocket {
 
   // ---------------------------------------------------------------- incoming frames
 
+  /**
+   * @param {SocketLike} socket
+   * @param {string} raw a text frame
+   */
   receive(socket, raw) {
     if (socket !== this.socket) return;
     this.lastFrameAt = Date.now();
+    /** @type {ServerFrame} */
     let frame;
     try {
-      frame = JSON.parse(raw);
+      const parsed = JSON.parse(raw);
+      // Trusted to be one of the protocol's frames; one without an object `data` reads as `{}`.
+      const data = parsed && typeof parsed.data === "object" && parsed.data ? parsed.data : {};
+      frame = { type: parsed && parsed.type, data };
     } catch {
       return;
     }
-    const data = (frame && frame.data) || {};
-    switch (frame && frame.type) {
-      case "connect":
-        if (data.connectionId) this.ready(data);
+    switch (frame.type) {
+      case "connect": {
+        const data = frame.data;
+        if ("connectionId" in data && data.connectionId) this.ready(data);
         else this.emit("presence", { userId: data.userId, online: true });
         break;
-      case "disconnect":
-        if (data.reason && data.userId === this.userId) this.closeReason = data.reason;
-        else this.emit("presence", { userId: data.userId, online: false });
+      }
+      case "disconnect": {
+        const data = frame.data;
+        if ("reason" in data && data.reason && data.userId === this.userId) {
+          this.closeReason = data.reason;
+        } else {
+          this.emit("presence", { userId: data.userId, online: false });
+        }
         break;
+      }
       case "message":
-        if (data.message) this.receiveMessage(data.message);
+        if (frame.data.message) this.receiveMessage(frame.data.message);
         break;
       case "update":
-        if (data.message) this.receiveUpdate(data.message);
+        if (frame.data.message) this.receiveUpdate(frame.data.message);
         break;
       case "delete":
-        this.receiveDelete(data);
+        this.receiveDelete(frame.data);
         break;
       case "sync":
-        this.synced(data.chats || {});
+        this.synced(frame.data.chats || {});
         break;
       case "auth":
-        this.scheduleRefresh(data.tokenExpiresAt);
+        this.scheduleRefresh(frame.data.tokenExpiresAt);
         break;
-      case "chat":
+      case "chat": {
+        const data = frame.data;
         if (data.event === "removed") {
           this.lastSeq.delete(data.chatId);
           this.held.delete(data.chatId);
@@ -493,19 +562,25 @@ export class BiogramSocket {
         }
         this.emit("chat", data);
         break;
+      }
       case "error":
-        this.receiveError(data);
+        this.receiveError(frame.data);
         break;
       case "typing":
+        this.emit("typing", frame.data);
+        break;
       case "read":
+        this.emit("read", frame.data);
+        break;
       case "delivered":
-        this.emit(frame.type, data);
+        this.emit("delivered", frame.data);
         break;
       default:
         break; // pong, and anything newer than this client
     }
   }
 
+  /** @param {ConnectData} data */
   ready(data) {
     this.connected = true;
     this.attempt = 0;
@@ -514,6 +589,7 @@ export class BiogramSocket {
     this.setState("connected");
     this.emit("ready", data);
     const member = new Set(data.chats || []);
+    /** @type {Record<string, SyncPosition>} */
     const chats = {};
     for (const chatId of this.lastSeq.keys()) {
       if (member.has(chatId)) chats[chatId] = this.heldPosition(chatId);
@@ -526,7 +602,11 @@ export class BiogramSocket {
     this.startHeartbeat();
   }
 
-  /** A `message` frame (live or replayed), or a message first heard of otherwise. */
+  /**
+   * A `message` frame (live or replayed), or a message first heard of otherwise.
+   * @param {Message} message
+   * @param {{live?: boolean}} [how] live: a frame of the log as it happens (its rev is noted)
+   */
   receiveMessage(message, { live = true } = {}) {
     if (message.senderId === this.userId && message.clientMessageId) {
       const index = this.outbox.findIndex((i) => i.clientMessageId === message.clientMessageId);
@@ -545,18 +625,23 @@ export class BiogramSocket {
       this.deliver(message, seq);
     } else if (seq <= last) {
       // A duplicate (replayed and live, or a retry's echo), or a newer state of one.
-      if (newer) this.emit("update", this.copies.get(message.id));
+      if (newer) this.emit("update", this.copies.get(message.id) || message);
     } else if (seq === last + 1) {
       this.deliver(message, seq);
       this.drainHeld(chatId);
     } else {
-      if (!this.held.has(chatId)) this.held.set(chatId, new Map());
-      this.held.get(chatId).set(seq, message);
+      const held = this.held.get(chatId) || new Map();
+      this.held.set(chatId, held);
+      held.set(seq, message);
       if (!this.syncing(chatId)) this.requestSync({ [chatId]: this.heldPosition(chatId) });
     }
   }
 
-  /** An `update`: an existing message edited, restored, or its reactions changed. */
+  /**
+   * An `update`: an existing message edited, restored, or its reactions changed.
+   * @param {Message} message
+   * @param {{live?: boolean}} [how]
+   */
   receiveUpdate(message, { live = true } = {}) {
     if (live) this.noteRev(message.chatId, message.rev);
     const last = this.lastSeq.get(message.chatId);
@@ -568,11 +653,16 @@ export class BiogramSocket {
     }
   }
 
-  /** A `delete`: {chatId, messageId, seq, rev}. */
+  /**
+   * A `delete`: {chatId, messageId, seq, rev}.
+   * @param {DeleteData} data
+   * @param {{live?: boolean}} [how]
+   */
   receiveDelete(data, { live = true } = {}) {
     if (live) this.noteRev(data.chatId, data.rev);
     const known = this.copies.get(data.messageId);
-    const copy = {
+    // Of a message never seen, only what the frame says is known (no createdAt, no sender).
+    const copy = /** @type {Message} */ ({
       ...(known || { chatId: data.chatId, senderId: null, clientMessageId: null }),
       id: data.messageId,
       seq: data.seq,
@@ -580,7 +670,7 @@ export class BiogramSocket {
       deleted: true,
       text: null,
       reactions: [],
-    };
+    });
     const last = this.lastSeq.get(data.chatId);
     if (last !== undefined && Number(data.seq) > last) {
       this.receiveMessage(copy, { live: false });
@@ -589,7 +679,11 @@ export class BiogramSocket {
     }
   }
 
-  /** Remember `copy` if it is newer than the one held; whether it was. */
+  /**
+   * Remember `copy` if it is newer than the one held; whether it was.
+   * @param {Message} copy
+   * @returns {boolean}
+   */
   keep(copy) {
     if (!copy.id || copy.rev === undefined) return true; // a server older than the chat log
     const known = this.copies.get(copy.id);
@@ -602,8 +696,8 @@ export class BiogramSocket {
     return true;
   }
 
-  /** The newest copy of a message the app got from REST: its own, or a later one heard live. */
   /**
+   * The newest copy of a message the app got from REST: its own, or a later one heard live.
    * @param {Message} message
    * @returns {Message}
    */
@@ -613,9 +707,13 @@ export class BiogramSocket {
     return known && Number(known.rev) > Number(message.rev) ? known : message;
   }
 
-  /** A live frame of the chat's log took `rev`: advance, or ask `sync` across a jump. */
-  noteRev(chatId, rev) {
-    rev = Number(rev);
+  /**
+   * A live frame of the chat's log took `rev`: advance, or ask `sync` across a jump.
+   * @param {string} chatId
+   * @param {string | number} changed
+   */
+  noteRev(chatId, changed) {
+    const rev = Number(changed);
     if (!rev) return;
     const held = this.revs.get(chatId);
     if (held === undefined) {
@@ -623,15 +721,20 @@ export class BiogramSocket {
       return;
     }
     if (rev <= held) return;
-    if (!this.revsAhead.has(chatId)) this.revsAhead.set(chatId, new Set());
-    this.revsAhead.get(chatId).add(rev);
+    const ahead = this.revsAhead.get(chatId) || new Set();
+    this.revsAhead.set(chatId, ahead);
+    ahead.add(rev);
     this.absorbRevs(chatId);
     if (this.revsAhead.has(chatId) && !this.syncing(chatId)) {
       this.requestSync({ [chatId]: this.heldPosition(chatId) });
     }
   }
 
-  /** Raise a chat's rev to `rev` (never lowers it) and take in what was received past it. */
+  /**
+   * Raise a chat's rev to `rev` (never lowers it) and take in what was received past it.
+   * @param {string} chatId
+   * @param {string | number} [rev]
+   */
   absorbRevs(chatId, rev = 0) {
     let held = Math.max(this.revs.get(chatId) || 0, Number(rev) || 0);
     const ahead = this.revsAhead.get(chatId);
@@ -643,17 +746,29 @@ export class BiogramSocket {
     this.revs.set(chatId, held);
   }
 
-  /** What `sync` says the client holds of a chat: {seq, rev}, or the seq alone. */
+  /**
+   * What `sync` says the client holds of a chat: {seq, rev}, or the seq alone.
+   * @param {string} chatId
+   * @returns {SyncPosition}
+   */
   heldPosition(chatId) {
     const seq = String(this.lastSeq.get(chatId) ?? 0);
     const rev = this.revs.get(chatId);
     return rev === undefined ? seq : { seq, rev: String(rev) };
   }
 
+  /**
+   * Whether a `sync` or a REST catch-up of the chat is under way.
+   * @param {string} chatId
+   */
   syncing(chatId) {
     return this.catchingUp.has(chatId) || this.syncRequests.some((ids) => ids.includes(chatId));
   }
 
+  /**
+   * @param {Message} message
+   * @param {number} seq its seq, as a number
+   */
   deliver(message, seq) {
     this.lastSeq.set(message.chatId, seq);
     const copy = this.copies.get(message.id);
@@ -661,6 +776,11 @@ export class BiogramSocket {
     this.emit("message", freshest, { replayed: this.syncRequests.length > 0 });
   }
 
+  /**
+   * Deliver what was held back and now follows without a gap (or, with acceptGap, anyway).
+   * @param {string} chatId
+   * @param {{acceptGap?: boolean}} [how]
+   */
   drainHeld(chatId, { acceptGap = false } = {}) {
     const held = this.held.get(chatId);
     if (!held) return;
@@ -668,17 +788,19 @@ export class BiogramSocket {
       const last = this.lastSeq.get(chatId) ?? 0;
       if (seq <= last) held.delete(seq);
       else if (seq === last + 1 || acceptGap) {
-        this.deliver(held.get(seq), seq);
+        this.deliver(/** @type {Message} */ (held.get(seq)), seq);
         held.delete(seq);
       } else break;
     }
     if (!held.size) this.held.delete(chatId);
   }
 
+  /** @param {Record<string, SyncPosition>} chats */
   requestSync(chats) {
     if (this.transmit("sync", { chats })) this.syncRequests.push(Object.keys(chats));
   }
 
+  /** @param {Record<string, SyncSummary>} summary the `sync` frame's chats */
   async synced(summary) {
     const asked = this.syncRequests.shift() || Object.keys(summary);
     const serial = this.serial;
@@ -691,7 +813,11 @@ export class BiogramSocket {
     }
     for (const chatId of more) {
       if (await this.catchUp(chatId, summary[chatId].rev, serial)) {
-        summary[chatId] = { ...summary[chatId], hasMore: false, rev: String(this.revs.get(chatId)) };
+        summary[chatId] = {
+          ...summary[chatId],
+          hasMore: false,
+          rev: String(this.revs.get(chatId)),
+        };
       }
       this.drainHeld(chatId, { acceptGap: true });
     }
@@ -703,15 +829,23 @@ export class BiogramSocket {
     this.emit("synced", summary);
   }
 
-  /** Page a chat's changes since `since` from REST (after a `sync` with more left); whether
-   * everything came. New messages go out in seq order, other messages as update or delete. */
+  /**
+   * Page a chat's changes since `since` from REST (after a `sync` with more left); whether
+   * everything came. New messages go out in seq order, other messages as update or delete.
+   * @param {string} chatId
+   * @param {string} since a rev
+   * @param {number} serial the connection attempt it belongs to
+   * @returns {Promise<boolean>}
+   */
   async catchUp(chatId, since, serial) {
     this.catchingUp.add(chatId);
     try {
       let rev = since;
       for (;;) {
-        const page = await this.api(
-          `/chats/${encodeURIComponent(chatId)}/changes/?since=${rev}&limit=${CHANGES_PAGE}`,
+        const page = /** @type {ChangesPage} */ (
+          await this.api(
+            `/chats/${encodeURIComponent(chatId)}/changes/?since=${rev}&limit=${CHANGES_PAGE}`,
+          )
         );
         if (serial !== this.serial) return false;
         const last = this.lastSeq.get(chatId) ?? 0;
@@ -741,8 +875,13 @@ export class BiogramSocket {
     }
   }
 
-  /** A GET of the REST API, with the socket's token when there is one (else the session). */
+  /**
+   * A GET of the REST API, with the socket's token when there is one (else the session).
+   * @param {string} path below apiBase
+   * @returns {Promise<unknown>} the answer's JSON
+   */
   async api(path) {
+    /** @type {Record<string, string>} */
     const headers = { Accept: "application/json" };
     if (this.getToken) headers.Authorization = `Bearer ${await this.freshToken()}`;
     const response = await this.fetchImpl(this.apiBase + path, {
@@ -753,6 +892,7 @@ export class BiogramSocket {
     return response.json();
   }
 
+  /** @param {ErrorData} data */
   receiveError(data) {
     const item = data.ref ? this.outbox.find((i) => i.clientMessageId === data.ref) : null;
     if (item && RETRYABLE.has(data.code)) {
@@ -773,6 +913,11 @@ export class BiogramSocket {
 
   // ---------------------------------------------------------------- token refresh and heartbeat
 
+  /**
+   * Fetch a fresh token and send it in `auth` before the connection's token expires.
+   * @param {string | null} tokenExpiresAt
+   * @param {{now?: boolean}} [how] now: a retry, in a few seconds
+   */
   scheduleRefresh(tokenExpiresAt, { now = false } = {}) {
     clearTimeout(this.timers.refresh);
     this.timers.refresh = undefined;
@@ -824,9 +969,9 @@ export class BiogramSocket {
 
   // ---------------------------------------------------------------- outgoing
 
-  /** Queue a message (`replyTo`: the id of the message it answers); it is sent now if
-   * connected, else on the next connection. */
   /**
+   * Queue a message (`replyTo`: the id of the message it answers); it is sent now if
+   * connected, else on the next connection.
    * @param {string | number} chatId
    * @param {string} text
    * @param {{replyTo?: string | number | null}} [options]
@@ -849,8 +994,8 @@ export class BiogramSocket {
     return item;
   }
 
-  /** The messages of a chat still waiting for the server's acknowledgement, oldest first. */
   /**
+   * The messages of a chat still waiting for the server's acknowledgement, oldest first.
    * @param {string | number} chatId
    * @returns {OutboxItem[]}
    */
@@ -858,8 +1003,10 @@ export class BiogramSocket {
     return this.outbox.filter((item) => item.chatId === String(chatId));
   }
 
-  /** Call on each keystroke: at most one `typing` frame per chat every typingThrottleMs. */
-  /** @param {string | number} chatId */
+  /**
+   * Call on each keystroke: at most one `typing` frame per chat every typingThrottleMs.
+   * @param {string | number} chatId
+   */
   typing(chatId) {
     chatId = String(chatId);
     const now = Date.now();
@@ -869,15 +1016,17 @@ export class BiogramSocket {
     if (this.transmit("typing", { chatId })) this.typingSentAt.set(chatId, now);
   }
 
-  /** The typist cleared the composer: end the typing state at once. */
-  /** @param {string | number} chatId */
+  /**
+   * The typist cleared the composer: end the typing state at once.
+   * @param {string | number} chatId
+   */
   stopTyping(chatId) {
     chatId = String(chatId);
     if (this.typingSentAt.delete(chatId)) this.transmit("typing", { chatId, isTyping: false });
   }
 
-  /** Change the text of one's own message; false when not connected (nothing is kept). */
   /**
+   * Change the text of one's own message; false when not connected (nothing is kept).
    * @param {string | number} chatId
    * @param {string | number} messageId
    * @param {string} text
@@ -888,8 +1037,8 @@ export class BiogramSocket {
     return this.transmit("edit", { chatId: String(chatId), messageId: String(messageId), text });
   }
 
-  /** Delete one's own message; false when not connected. */
   /**
+   * Delete one's own message; false when not connected.
    * @param {string | number} chatId
    * @param {string | number} messageId
    * @returns {boolean}
@@ -899,8 +1048,8 @@ export class BiogramSocket {
     return this.transmit("delete", { chatId: String(chatId), messageId: String(messageId) });
   }
 
-  /** Add (or with on = false, take back) one's reaction; false when not connected. */
   /**
+   * Add (or with on = false, take back) one's reaction; false when not connected.
    * @param {string | number} chatId
    * @param {string | number} messageId
    * @param {string} emoji
@@ -913,8 +1062,8 @@ export class BiogramSocket {
     return this.transmit("react", data);
   }
 
-  /** The app has shown chat `chatId` up to `seq`: reported (the latest, throttled). */
   /**
+   * The app has shown chat `chatId` up to `seq`: reported (the latest, throttled).
    * @param {string | number} chatId
    * @param {string | number} seq
    */
@@ -927,8 +1076,8 @@ export class BiogramSocket {
     this.flushDelivered();
   }
 
-  /** Mark a chat read up to `messageId` (default: its latest message); sent when connected. */
   /**
+   * Mark a chat read up to `messageId` (default: its latest message); sent when connected.
    * @param {string | number} chatId
    * @param {string | number | null} [messageId] default: the chat's latest
    */
@@ -937,9 +1086,9 @@ export class BiogramSocket {
     this.flushReads();
   }
 
-  /** Say the app holds chat `chatId` up to `seq`, and its changes up to `rev` (from REST: the
-   * chat object's rev, read before its messages): sync starts after them. */
   /**
+   * Say the app holds chat `chatId` up to `seq`, and its changes up to `rev` (from REST: the
+   * chat object's rev, read before its messages): sync starts after them.
    * @param {string | number} chatId
    * @param {string | number} seq
    * @param {string | number | null} [rev]
@@ -966,6 +1115,7 @@ export class BiogramSocket {
     if (!this.connected) return;
     for (const item of this.outbox) {
       if (item.sentOn === this.serial) continue;
+      /** @type {MessageOut["data"]} */
       const data = { chatId: item.chatId, text: item.text, clientMessageId: item.clientMessageId };
       if (item.replyTo) data.replyTo = item.replyTo;
       if (this.transmit("message", data)) item.sentOn = this.serial;
@@ -1003,6 +1153,13 @@ export class BiogramSocket {
     }
   }
 
+  /**
+   * Send a frame now; false when no connection is open (nothing is kept).
+   * @template {ClientFrame["type"]} T
+   * @param {T} type
+   * @param {Extract<ClientFrame, {type: T}>["data"]} data
+   * @returns {boolean}
+   */
   transmit(type, data) {
     const socket = this.socket;
     if (!socket || socket.readyState !== 1) return false;
@@ -1010,6 +1167,7 @@ export class BiogramSocket {
     return true;
   }
 
+  /** @returns {OutboxItem[]} */
   loadOutbox() {
     if (!this.storage) return [];
     try {

@@ -104,9 +104,11 @@ export type ErrorCode =
   | "unauthorized"
   | "unavailable";
 
-/** Close codes: 4001 unauthorized (never retry with the same token), 4003 forbidden, 4008
- * flooding, 4029 too many sockets, 1001 server going away, 1011 server error. */
-export type CloseCode = 1000 | 1001 | 1011 | 4001 | 4003 | 4008 | 4029;
+/** Close codes the server uses: 1000 after the client's `disconnect`, 1001 server going away
+ * (`server_shutdown`), 1009 frame over the limit, 1011 server error (database or channel layer
+ * down), 4001 unauthorized (never reconnect with the same token), 4003 forbidden, 4008
+ * flooding, 4029 too many sockets of the user. A dropped connection reads as 1006. */
+export type CloseCode = 1000 | 1001 | 1009 | 1011 | 4001 | 4003 | 4008 | 4029;
 
 /** Why the server closes a socket itself (`disconnect` with the user's own id). */
 export type CloseReason =
@@ -129,10 +131,11 @@ export interface ReadOut {
   type: "read";
   data: { chatId: Id; messageId?: Id; userId?: Id };
 }
-/** A chat's value: the last seq held (version 1), or `{seq, rev}` (version 2). */
+/** What a client holds of a chat: the last seq (version 1), or `{seq, rev}` (version 2). */
+export type SyncPosition = Seq | { seq: Seq; rev: Rev };
 export interface SyncOut {
   type: "sync";
-  data: { chats: Record<Id, Seq | { seq: Seq; rev: Rev }> };
+  data: { chats: Record<Id, SyncPosition> };
 }
 export interface AuthOut {
   type: "auth";
@@ -199,9 +202,10 @@ export interface DisconnectIn {
   type: "disconnect";
   data: PresenceData | { userId: Id; reason: CloseReason };
 }
+/** The Node server's fields (`chatId`, `senderId`, `text`) beside the stored `message`. */
 export interface MessageIn {
   type: "message";
-  data: { chatId: Id; senderId: Id; text: string; message: Message };
+  data: { chatId: Id; senderId: Id | null; text: string | null; message: Message };
 }
 export interface TypingData {
   chatId: Id;
@@ -303,6 +307,23 @@ export type ServerFrame =
   | ErrorIn;
 
 // ---------------------------------------------------------------- biogram-client.js
+
+/**
+ * A handler property that both the browser's WebSocket and the `ws` package's accept: checked
+ * as a method (bivariantly), since each passes its own event class.
+ */
+type Handler<E> = { bivarianceHack(event: E): void }["bivarianceHack"] | null;
+
+/** What the client needs of a WebSocket: the browser's, or in Node the `ws` package's. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number): void;
+  onmessage: Handler<{ data: unknown }>;
+  onclose: Handler<{ code: number }>;
+  onerror: Handler<unknown>;
+}
+export type SocketConstructor = new (url: string) => SocketLike;
 
 /** What `getToken()` answers: an access token and when it expires (ms since the epoch). */
 export interface TokenGrant {
