@@ -61,8 +61,9 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
 
-## test-fast: everything but the live, cluster and browser tests, on the embedded default (about a minute).
-test-fast: install-dev
+## test-fast: everything but the live, cluster and browser tests, on the embedded default (about a minute);
+## the client package's type checks are among them (`js` installs its pinned typescript).
+test-fast: install-dev js
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -n 2 -m "not live and not cluster and not browser"
 
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
@@ -86,8 +87,8 @@ $(AXE_DIR)/node_modules/.installed: $(AXE_DIR)/package-lock.json
 	touch $@
 axe: $(AXE_DIR)/node_modules/.installed
 
-## js: the client package's dev dependencies (typescript, ws; pinned in clients/js/package-lock.json)
-## for its type check and Node tests (messaging/tests/test_js_client.py).
+## js: the client package's dev dependencies (typescript, ws, @types; pinned in clients/js/package-lock.json),
+## installed again only when the lock changes, for its type checks and Node tests (messaging/tests/test_js_client.py).
 JS_DIR := clients/js
 $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error

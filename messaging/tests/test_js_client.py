@@ -2,6 +2,7 @@
 `ws` package) against a live server that this test kills and restarts when they ask."""
 
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -25,52 +26,94 @@ def require_node_modules():
         pytest.fail("clients/js is not installed: `make js` (npm ci) installs it")
 
 
-def test_the_client_and_the_guides_hooks_type_check_against_the_protocol_types():
-    require_node_modules()
-
-    run = subprocess.run(
-        [str(TSC), "-p", "tsconfig.json"], cwd=PACKAGE, capture_output=True, text=True, timeout=300
+def tsc(*args, cwd=PACKAGE):
+    return subprocess.run(
+        [str(TSC), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def test_the_client_its_tests_and_the_guides_examples_type_check_strictly_against_the_protocol():
+    require_node_modules()
+    config = json.loads((PACKAGE / "tsconfig.json").read_text())["compilerOptions"]
+    assert config["strict"] is True and config["checkJs"] is True
+    assert not {"noImplicitAny", "strictNullChecks"} & config.keys()  # strict, all of it
+
+    run = tsc("-p", "tsconfig.json", "--listFilesOnly")
+    checked = {
+        Path(line).relative_to(PACKAGE).as_posix()
+        for line in run.stdout.split()
+        if "node_modules" not in line
+    }
+    run = tsc("-p", "tsconfig.json")
 
     assert run.returncode == 0, run.stdout + run.stderr
+    assert {
+        "src/biogram-client.js",
+        "src/protocol.d.ts",
+        "test/client.test.mjs",
+        "examples/hooks.ts",
+        "examples/bot.mjs",
+    } <= checked
 
 
-def test_tsc_would_catch_a_client_that_breaks_the_protocol_types(tmp_path):
-    """The check above can fail: a frame handler reading a field the protocol lacks is an error."""
+def test_a_typescript_app_gets_the_packages_types_and_tsc_refuses_a_frame_field_it_lacks(tmp_path):
+    """The package installed in an app (its files in node_modules), with the settings the guide
+    gives: the JSDoc types reach the app, so reading a field the protocol lacks is an error."""
     require_node_modules()
-    broken = tmp_path / "broken.ts"
-    broken.write_text(
-        'import { BiogramSocket } from "' + str(PACKAGE / "src" / "biogram-client.js") + '";\n'
-        "const client = new BiogramSocket({});\n"
-        'client.on("message", (message) => message.body.trim());\n'
+    installed = tmp_path / "node_modules" / "@biogram" / "client"
+    shutil.copytree(PACKAGE / "src", installed / "src")
+    shutil.copy(PACKAGE / "package.json", installed)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "tsconfig.json").write_text(
+        json.dumps(
+            {
+                "compilerOptions": {
+                    "strict": True,
+                    "noEmit": True,
+                    "allowJs": True,
+                    "maxNodeModuleJsDepth": 1,
+                    "module": "NodeNext",
+                    "moduleResolution": "NodeNext",
+                    "target": "ES2022",
+                    "lib": ["ES2022", "DOM"],
+                    "types": [],
+                },
+                "include": ["app.ts"],
+            }
+        )
     )
-
-    run = subprocess.run(
-        [
-            str(TSC),
-            "--noEmit",
-            "--strict",
-            "--allowJs",
-            "--checkJs",
-            "--skipLibCheck",
-            "--module",
-            "NodeNext",
-            "--moduleResolution",
-            "NodeNext",
-            "--target",
-            "ES2022",
-            "--lib",
-            "ES2022,DOM",
-            str(broken),
-        ],
-        cwd=PACKAGE,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    app = (
+        'import { BiogramSocket } from "@biogram/client";\n'
+        'import type { Message } from "@biogram/client/protocol";\n'
+        'const client = new BiogramSocket({ url: "ws://127.0.0.1:8000/ws/chat/" });\n'
+        "const texts: (string | null)[] = [];\n"
+        'client.on("message", (message: Message) => texts.push(message.text));\n'
     )
+    (tmp_path / "app.ts").write_text(app)
+    typed = tsc("-p", "tsconfig.json", cwd=tmp_path)
+    (tmp_path / "app.ts").write_text(app + 'client.on("message", (message) => message.body);\n')
+    broken = tsc("-p", "tsconfig.json", cwd=tmp_path)
 
-    assert run.returncode != 0
-    assert "Property 'body' does not exist on type 'Message'" in run.stdout
+    assert typed.returncode == 0, typed.stdout + typed.stderr
+    assert broken.returncode != 0
+    assert "Property 'body' does not exist on type 'Message'" in broken.stdout, broken.stdout
+
+
+GUIDE = BASE_DIR / "docs" / "migrating-from-the-node-server.md"
+QUOTE = re.compile(
+    r"^( *)```(?:ts|js)\n\1// (clients/js/\S+)\n(.*?)^\1```", re.MULTILINE | re.DOTALL
+)
+
+
+def test_the_guides_code_is_quoted_word_for_word_from_the_type_checked_examples():
+    quotes = QUOTE.findall(GUIDE.read_text())
+
+    assert len(quotes) >= 12
+    for indent, path, code in quotes:
+        code = "".join(line.removeprefix(indent) for line in code.splitlines(keepends=True))
+        assert code in (BASE_DIR / path).read_text(), (
+            f"the guide's quote of {path} is not in it:\n{code}"
+        )
 
 
 def refresh_token(someone) -> str:

@@ -17,7 +17,7 @@
 
 import { useEffect, useMemo, useRef, useState } from "react";
 
-import { AuthError, BiogramSocket } from "../src/biogram-client.js";
+import { AuthError, BiogramSocket } from "@biogram/client";
 import type {
   Chat,
   ChatPage,
@@ -29,7 +29,7 @@ import type {
   RestError,
   Seq,
   TokenGrant,
-} from "../src/protocol.js";
+} from "@biogram/client/protocol";
 
 // ---------------------------------------------------------------- tokens and ids of this server
 

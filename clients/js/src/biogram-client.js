@@ -13,6 +13,13 @@
  *   client.connect();
  *   const pending = client.send(chatId, "Hello"); // {clientMessageId, chatId, text, ...}
  *
+ * Browsers and Node. The module touches no window, document or localStorage
+ * when imported. In Node 20 (no WebSocket of its own) pass the `ws` package's
+ * class as `WebSocketImpl`, and absolute `url` and `apiBase`; `fetch` is the
+ * global one unless `fetchImpl` is given. Types: JSDoc, against every frame in
+ * protocol.d.ts (`npm run typecheck`); docs/migrating-from-the-node-server.md
+ * shows it used from React hooks and from a Node bot.
+ *
  * Authentication. Each connection opens `/ws/chat/?token=<access JWT>`; the
  * token comes from `getToken()`, an async function answering
  * `{token, expiresAt}` (expiresAt in ms since the epoch). The built-in page uses
