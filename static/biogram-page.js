@@ -1575,3 +1575,9 @@ async function start() {
 window.addEventListener("hashchange", followHash);
 
 start();
+
+// TEMP page hook (issue 17), for the lead to replace: "Turn on notifications" also subscribes to Web Push.
+import { enablePush } from "./biogram-push.js";
+$("notify-on").addEventListener("click", () =>
+  enablePush({ csrfToken }).catch((error) => console.warn("biogram: push", error)),
+);
