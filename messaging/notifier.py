@@ -1,4 +1,4 @@
-"""The notifier: a thread of each serving process (or `manage.py notifier`) that decides and sends notifications.
+"""The notifier: the worker that decides and sends notifications, a process of its own beside each server.
 
 Every NOTIFY_POLL_MS it records what became of the sends that finished, finds
 the chats with new messages (a primary-key range of the message table past
@@ -6,20 +6,32 @@ its last look, read a little behind so that a transaction committing late is
 not missed) and watches each for NOTIFY_DELAY_MS and a margin, claims the
 members due in the watched chats (`notifications.claim`: once across
 processes), and takes the due dispatches, new ones and retries, for a bounded
-pool of sending threads that do HTTP and nothing else. It has its own thread
-and database connection and takes no lock the storing of a message waits for,
-so a burst of notifications never delays a delivery. The rules themselves are
-in `messaging/notifications.py`.
+pool of sending threads that do HTTP and nothing else. The rules themselves
+are in `messaging/notifications.py`.
+
+It runs as `manage.py notifier`, which each `manage.py serve` starts as its own
+child process at a lower CPU priority and restarts if it dies (`Supervisor`),
+rather than as a thread of the serving process: encrypting and posting a
+thousand pushes is seconds of Python, and in the server's process that would
+be seconds of the GIL taken from the event loop (`make bench` measured acks
+going from 7 to 300 ms at p99 that way). A process of its own takes no lock
+that the storing of a message waits for and shares no interpreter with it, so
+a burst of notifications never delays a delivery.
 """
 
 import logging
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connections
@@ -29,6 +41,8 @@ from messaging import metrics, notifications, webhook, webpush
 from messaging.models import NotificationDispatch
 
 logger = logging.getLogger(__name__)
+
+MANAGE = Path(__file__).resolve().parents[1] / "manage.py"
 
 LAG = 2.0  # seconds: each look at new messages starts from the mark of this long ago
 WATCH_MARGIN = 30.0  # seconds a chat stays watched past NOTIFY_DELAY_MS after its last message
@@ -57,7 +71,8 @@ class Notifier:
     # ------------------------------------------------------------ the loop
 
     def start(self) -> "Notifier":
-        self.thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+        """Poll in a thread of its own until `stop()`."""
+        self.thread = threading.Thread(target=self.run, name="notifier", daemon=True)
         self.thread.start()
         return self
 
@@ -69,10 +84,15 @@ class Notifier:
             self.thread.join(timeout + 5)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _run(self) -> None:
+    def run(self, *, parent: int | None = None) -> None:
+        """Poll until `stop()` (or until the process `parent` is gone), then let the sends in
+        flight finish for a few seconds and record them."""
         interval = settings.NOTIFY_POLL_MS / 1000
         try:
             while not self.stopping.is_set():
+                if parent is not None and os.getppid() != parent:
+                    logger.warning("notifier: the server process %s is gone; stopping", parent)
+                    break
                 started = time.monotonic()
                 self._poll_logging_failures()
                 self.stopping.wait(max(0.0, interval - (time.monotonic() - started)))
@@ -195,21 +215,66 @@ def _outcome(future: Future) -> str:
         return notifications.RETRY
 
 
-# ---------------------------------------------------------------- this process's notifier
-
-_running: Notifier | None = None
+# ---------------------------------------------------------------- the serving process's child
 
 
-def start() -> Notifier | None:
-    """Start this process's notifier (once), if NOTIFIER_ENABLED."""
-    global _running
-    if _running is None and settings.NOTIFIER_ENABLED:
-        _running = Notifier().start()
-    return _running
+class Supervisor:
+    """`manage.py notifier` as a child of this serving process: started with the server,
+    restarted if it dies, stopped with the server; it exits by itself if this process dies."""
+
+    CHECK_SECONDS = 5.0
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.task = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(MANAGE), "notifier", "--parent", str(os.getpid()), "--nice", "10"],
+            cwd=MANAGE.parent,
+            stdin=subprocess.DEVNULL,
+        )
+
+    async def watch(self) -> None:
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.CHECK_SECONDS)
+            if self.process is not None and self.process.poll() is not None:
+                logger.warning(
+                    "notifier process exited with %s; starting another", self.process.returncode
+                )
+                self.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def stop() -> None:
-    global _running
-    if _running is not None:
-        _running.stop()
-        _running = None
+_supervisor: Supervisor | None = None
+
+
+def start_beside_server(loop) -> None:
+    """At server start: this process's notifier, if NOTIFIER_ENABLED."""
+    global _supervisor
+    if _supervisor is None and settings.NOTIFIER_ENABLED:
+        from biogram.logging import process_task
+
+        _supervisor = Supervisor()
+        _supervisor.start()
+        _supervisor.task = process_task(loop, _supervisor.watch(), name="notifier-supervisor")
+
+
+def stop_beside_server() -> None:
+    global _supervisor
+    if _supervisor is not None:
+        _supervisor.stop()
+        _supervisor = None

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -158,6 +159,17 @@ class _NoRedirects(requests.Session):
         return super().request(*args, **kwargs)
 
 
+_sessions = threading.local()
+
+
+def _session() -> requests.Session:
+    """The sending thread's session: its connections to a push service are kept and reused."""
+    session = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = _NoRedirects()
+    return session
+
+
 def send(subscription, payload: dict, *, topic: str | None = None) -> str:
     """Encrypt `payload` (aes128gcm) for one subscription and POST it, signed with VAPID.
 
@@ -180,10 +192,9 @@ def send(subscription, payload: dict, *, topic: str | None = None) -> str:
     from pywebpush import WebPusher  # here: it imports aiohttp, 0.6 s no other path needs
 
     try:
-        with _NoRedirects() as session:
-            response = WebPusher(info, requests_session=session).send(
-                body, headers, ttl=settings.WEBPUSH_TTL, timeout=TIMEOUT
-            )
+        response = WebPusher(info, requests_session=_session()).send(
+            body, headers, ttl=settings.WEBPUSH_TTL, timeout=TIMEOUT
+        )
     except requests.RequestException as exc:
         logger.info("push to %s failed: %s", parts.netloc, exc)
         return RETRY

@@ -1,5 +1,5 @@
 """The uvicorn server, taught to say `disconnect` (reason `server_shutdown`) before it closes sockets,
-and to run this process's notifier (`messaging/notifier.py`) while it serves."""
+and to run its notifier process (`messaging/notifier.py`) while it serves."""
 
 import asyncio
 import logging
@@ -15,7 +15,7 @@ class ChatServer(uvicorn.Server):
     async def startup(self, sockets=None):
         await super().startup(sockets=sockets)
         if not self.should_exit:
-            notifier.start()
+            notifier.start_beside_server(asyncio.get_running_loop())
 
     async def shutdown(self, sockets=None):
         from messaging.realtime.consumer import live_consumers
@@ -26,5 +26,5 @@ class ChatServer(uvicorn.Server):
             await asyncio.gather(
                 *(consumer.server_shutdown() for consumer in consumers), return_exceptions=True
             )
-        await asyncio.to_thread(notifier.stop)
+        await asyncio.to_thread(notifier.stop_beside_server)
         await super().shutdown(sockets=sockets)

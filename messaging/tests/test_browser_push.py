@@ -62,6 +62,7 @@ def test_turn_on_notifications_subscribes_this_browser_and_it_is_pushed_when_awa
     open_page, start_server, push_service, user, other_user, chat
 ):
     server = start_server(
+        NOTIFIER_ENABLED=1,
         NOTIFY_DELAY_MS=300,
         NOTIFY_POLL_MS=100,
         WEBPUSH_ALLOW_INSECURE=1,

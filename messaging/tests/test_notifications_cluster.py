@@ -47,6 +47,7 @@ def pair(transactional_db, webhook_receiver):
             "REDIS_URL": redis.url,
             "CHANNEL_LAYER_PREFIX": f"biogram-notify-{os.getpid()}",
             "RATE_LIMIT_ENABLED": "0",
+            "NOTIFIER_ENABLED": 1,
             "NOTIFY_DELAY_MS": 300,
             "NOTIFY_POLL_MS": 50,  # both poll often: their claims race
             "WEBPUSH_ALLOW_INSECURE": 1,

@@ -6,6 +6,9 @@ receiver are the test's own (`push_service.py`).
 """
 
 import asyncio
+import os
+import signal
+import time
 
 import pytest
 
@@ -36,6 +39,7 @@ def webhook_receiver():
 @pytest.fixture
 def server(start_live_server, webhook_receiver):
     return start_live_server(
+        NOTIFIER_ENABLED=1,
         NOTIFY_DELAY_MS=300,
         NOTIFY_POLL_MS=100,
         WEBPUSH_ALLOW_INSECURE=1,
@@ -96,3 +100,36 @@ async def test_a_member_whose_socket_marks_delivered_in_time_is_not_pushed(
     await asyncio.to_thread(push_service.wait_for, 1, path=carol_browser.path)
     await asyncio.sleep(1.0)
     assert bob_browser.pushes() == []
+
+
+def notifier_pids(server) -> list[int]:
+    path = f"/proc/{server.process.pid}/task/{server.process.pid}/children"
+    with open(path) as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not yet reaped
+    except OSError:
+        return True
+
+
+def test_the_notifier_process_is_restarted_and_ends_with_its_server(server):
+    (first,) = notifier_pids(server)
+    os.kill(first, signal.SIGKILL)
+
+    assert wait_for(lambda: [p for p in notifier_pids(server) if p != first], timeout=10)
+    (second,) = [p for p in notifier_pids(server) if p != first]
+    server.kill()  # not even a chance to stop it: it notices its server is gone
+    assert wait_for(lambda: gone(second), timeout=10)
+
+
+def wait_for(condition, *, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    return condition()

@@ -1,7 +1,7 @@
-"""`manage.py notifier`: the notifier alone, for a deployment that keeps it out of the serving processes."""
+"""`manage.py notifier`: the notifier (messaging/notifier.py); `manage.py serve` runs one beside itself."""
 
+import os
 import signal
-import threading
 
 from django.core.management.base import BaseCommand
 
@@ -11,24 +11,27 @@ from messaging.notifier import Notifier
 class Command(BaseCommand):
     help = (
         "Decide and send notifications of new messages (Web Push, webhook) until stopped."
-        " Serving processes run one each unless NOTIFIER_ENABLED=0; several may run at once."
+        " Each `manage.py serve` runs one unless NOTIFIER_ENABLED=0; several may run at once."
     )
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--once", action="store_true", help="one round, waiting for its sends, then exit"
         )
+        parser.add_argument(
+            "--parent", type=int, help="stop when this process (the server that started it) exits"
+        )
+        parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
 
-    def handle(self, *args, once, **options):
+    def handle(self, *args, once, parent, nice, **options):
+        if nice:
+            os.nice(nice)
         notifier = Notifier()
         if once:
             notifier.poll(settle=True)
             notifier.pool.shutdown()
             return
-        stopped = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
-        notifier.start()
-        self.stderr.write("notifier running; Ctrl-C stops it")
-        stopped.wait()
-        notifier.stop()
+            signal.signal(sig, lambda *_: notifier.stopping.set())
+        notifier.run(parent=parent)
+        notifier.pool.shutdown(wait=False, cancel_futures=True)
