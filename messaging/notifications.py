@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, Max, OuterRef
 from django.db.models.functions import Greatest
 
@@ -209,35 +209,37 @@ def _write_outbox(chat_id: int, groups: dict, now) -> list[Notification]:
             for message_ids, user_ids in groups.items()
         ]
     )
-    user_ids = {user_id for users in groups.values() for user_id in users}
-    subscriptions = defaultdict(list)
-    for subscription_id, user_id in PushSubscription.objects.filter(
-        user_id__in=user_ids
-    ).values_list("id", "user_id"):
-        subscriptions[user_id].append(subscription_id)
-    dispatches = []
-    for notification in notifications:
-        if settings.NOTIFY_WEBHOOK_URL:
-            dispatches.append(
-                NotificationDispatch(
-                    notification=notification,
-                    kind=NotificationDispatch.Kind.WEBHOOK,
-                    next_attempt_at=now,
-                )
+    if settings.NOTIFY_WEBHOOK_URL:
+        NotificationDispatch.objects.bulk_create(
+            NotificationDispatch(
+                notification=notification,
+                kind=NotificationDispatch.Kind.WEBHOOK,
+                next_attempt_at=now,
             )
-        for user_id in notification.user_ids:
-            dispatches += [
-                NotificationDispatch(
-                    notification=notification,
-                    kind=NotificationDispatch.Kind.PUSH,
-                    subscription_id=subscription_id,
-                    user_id=user_id,
-                    next_attempt_at=now,
+            for notification in notifications
+        )
+    # One push per subscription of each member, written by the database in one statement per
+    # notification: on SQLite this transaction holds the only write lock, which the storing of
+    # messages waits for, so it must be short even for a thousand members.
+    dispatch, subscription = NotificationDispatch._meta.db_table, PushSubscription._meta.db_table
+    moment = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        for notification in notifications:
+            for chunk in _chunks(notification.user_ids, 2000):
+                cursor.execute(
+                    f"INSERT INTO {dispatch}"
+                    " (notification_id, kind, subscription_id, user_id, attempts,"
+                    " next_attempt_at, outcome)"
+                    f" SELECT %s, %s, s.id, s.user_id, 0, %s, '' FROM {subscription} s"
+                    f" WHERE s.user_id IN ({', '.join(['%s'] * len(chunk))})",
+                    [notification.pk, NotificationDispatch.Kind.PUSH, moment, *chunk],
                 )
-                for subscription_id in subscriptions[user_id]
-            ]
-    NotificationDispatch.objects.bulk_create(dispatches, batch_size=1000)
     return notifications
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 # ---------------------------------------------------------------- the outbox
@@ -262,11 +264,14 @@ def take_due_dispatches(*, now, limit: int) -> list[NotificationDispatch]:
         NotificationDispatch.objects.filter(id__in=taken).update(
             next_attempt_at=now + LEASE, attempts=F("attempts") + 1
         )
-    return list(
-        NotificationDispatch.objects.filter(id__in=taken).select_related(
-            "notification", "subscription"
-        )
+    dispatches = list(
+        NotificationDispatch.objects.filter(id__in=taken).select_related("subscription")
     )
+    # Each notification once (its `user_ids` may name a thousand members), not once per dispatch.
+    notifications = Notification.objects.in_bulk({d.notification_id for d in dispatches})
+    for dispatch in dispatches:
+        dispatch.notification = notifications[dispatch.notification_id]
+    return dispatches
 
 
 def payload_of(notification: Notification) -> dict:
