@@ -412,48 +412,76 @@ def summarise_logs(servers: list[Server]) -> dict:
 # ---------------------------------------------------------------- notifications off the hot path
 
 
+def _serve_push_sink(port: int) -> None:
+    """The push sink's process: answers every POST 201; `GET /stats` lists when each came."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    times: list[float] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the notifier reuses its connections
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                times.append(time.monotonic())
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            with lock:
+                body = json.dumps(times).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer.request_queue_size = 1024
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
 class PushSink:
-    """A push service stand-in on 127.0.0.1 for the notification scenario: answers every POST 201
-    and notes when it came."""
+    """A push service stand-in on 127.0.0.1 for the notification scenario, in a process of its own
+    (in this one its threads would take the GIL from the acknowledgement probe)."""
 
     def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import multiprocessing
 
-        sink = self
-        self.times: list[float] = []
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: the notifier reuses its connections
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with sink.lock:
-                    sink.times.append(time.monotonic())
-                self.send_response(201)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        ThreadingHTTPServer.request_queue_size = 1024
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.port = free_port()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_serve_push_sink, args=(self.port,), daemon=True
+        )
+        self.process.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.times()
+                return
+            time.sleep(0.1)
+        raise BenchError("push sink did not start")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/push"
+        return f"http://127.0.0.1:{self.port}/push"
+
+    def times(self) -> list[float]:
+        """When each push came (`time.monotonic()`: the same clock in every process)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as answer:
+            return json.loads(answer.read())
 
     def count(self) -> int:
-        with self.lock:
-            return len(self.times)
+        return len(self.times())
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.process.terminate()
+        self.process.join(5)
 
 
 def latency_stats(latencies: list[float], lost: int) -> dict:
@@ -569,8 +597,7 @@ def measure_notify(servers: list[Server], data: Path, sink: PushSink, args) -> d
     deadline = time.monotonic() + 60
     while sink.count() - before < expected and time.monotonic() < deadline:
         time.sleep(0.2)
-    with sink.lock:
-        arrivals = sorted(sink.times[before:])
+    arrivals = sorted(sink.times()[before:])
     result["announcements"] = len(announced)
     result["pushesExpected"] = expected
     result["pushes"] = len(arrivals)

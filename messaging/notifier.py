@@ -10,13 +10,14 @@ pool of sending threads that do HTTP and nothing else. The rules themselves
 are in `messaging/notifications.py`.
 
 It runs as `manage.py notifier`, which each `manage.py serve` starts as its own
-child process at a lower CPU priority and restarts if it dies (`Supervisor`),
+child process on idle CPU time only (`--idle`: SCHED_IDLE) and restarts if it dies (`Supervisor`),
 rather than as a thread of the serving process: encrypting and posting a
 thousand pushes is seconds of Python, and in the server's process that would
 be seconds of the GIL taken from the event loop (`make bench` measured acks
-going from 7 to 300 ms at p99 that way). A process of its own takes no lock
-that the storing of a message waits for and shares no interpreter with it, so
-a burst of notifications never delays a delivery.
+going from 7 to 300 ms at p99 that way). A process of its own shares no
+interpreter with the server, and on PostgreSQL takes no lock that the storing
+of a message waits for; on SQLite its few short write transactions a second
+share the one write lock with the storing of messages (docs/benchmarks.md).
 """
 
 import logging
@@ -230,7 +231,7 @@ class Supervisor:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, str(MANAGE), "notifier", "--parent", str(os.getpid()), "--nice", "10"],
+            [sys.executable, str(MANAGE), "notifier", "--parent", str(os.getpid()), "--idle"],
             cwd=MANAGE.parent,
             stdin=subprocess.DEVNULL,
         )

@@ -21,11 +21,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--parent", type=int, help="stop when this process (the server that started it) exits"
         )
-        parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
+        parser.add_argument(
+            "--idle",
+            action="store_true",
+            help="run only on CPU time nobody else wants (Linux SCHED_IDLE; else nice 19)",
+        )
 
-    def handle(self, *args, once, parent, nice, **options):
-        if nice:
-            os.nice(nice)
+    def handle(self, *args, once, parent, idle, **options):
+        if idle:
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            except (AttributeError, OSError):
+                os.nice(19)
         notifier = Notifier()
         if once:
             notifier.poll(settle=True)
