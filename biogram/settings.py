@@ -191,8 +191,8 @@ WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 
 # Notifications of new messages (issue 17; messaging/notifier.py). A member is notified of a chat
 # NOTIFY_DELAY_MS after the first message they have not received, unless a device of theirs
-# marked it delivered or read by then. The notifier runs in every serving process (and as
-# `manage.py notifier`); each notification goes out once whatever the number of processes.
+# marked it delivered or read by then. `manage.py serve` runs the notifier as a child process
+# (`manage.py notifier`); each notification goes out once whatever the number of processes.
 NOTIFIER_ENABLED = env_bool("NOTIFIER_ENABLED", True)
 NOTIFY_DELAY_MS = env_int("NOTIFY_DELAY_MS", 10_000)
 NOTIFY_POLL_MS = env_int("NOTIFY_POLL_MS", 1000)
