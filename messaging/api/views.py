@@ -5,10 +5,11 @@ from urllib.parse import urlencode
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging import protocol, ratelimit, selectors, services
+from messaging import protocol, ratelimit, selectors, services, webpush
 from messaging.api.serializers import (
     DIGITS,
     ChangesOutput,
@@ -28,6 +29,10 @@ from messaging.api.serializers import (
     MessageSendInput,
     NotificationsInput,
     NotificationsOutput,
+    PushEndpointInput,
+    PushKeyOutput,
+    PushSubscriptionInput,
+    PushSubscriptionOutput,
     ReadInput,
     ReadOutput,
 )
@@ -318,3 +323,40 @@ class DeliveredView(APIView):
         data = _validated(DeliveredInput, request.data)
         position, _ = services.mark_delivered(user=request.user, chat_id=chat_id, seq=data["seq"])
         return Response({"seq": str(position)})
+
+
+class PushKeyView(APIView):
+    """The server's VAPID public key, the `applicationServerKey` of `pushManager.subscribe`."""
+
+    permission_classes = [AllowAny]  # a public key: nothing to hide, and a page may ask first
+
+    @extend_schema(responses=PushKeyOutput)
+    def get(self, request):
+        return Response({"publicKey": webpush.public_key()})
+
+
+class PushSubscriptionsView(APIView):
+    """The caller's Web Push subscriptions: add one (the browser's `PushSubscription`), remove one."""
+
+    @extend_schema(
+        request=PushSubscriptionInput,
+        responses={201: PushSubscriptionOutput, 200: PushSubscriptionOutput},
+    )
+    def post(self, request):
+        data = _validated(PushSubscriptionInput, request.data)
+        subscription, created = services.subscribe_push(
+            user=request.user,
+            endpoint=data["endpoint"],
+            p256dh=data["keys"]["p256dh"],
+            auth=data["keys"]["auth"],
+        )
+        return Response(
+            {"endpoint": subscription.endpoint},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=PushEndpointInput, responses={204: None})
+    def delete(self, request):
+        data = _validated(PushEndpointInput, request.data)
+        services.unsubscribe_push(user=request.user, endpoint=data["endpoint"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
