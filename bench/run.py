@@ -766,6 +766,34 @@ def bench_reference(args, workdir: Path, data: dict[str, Path]) -> dict:
     return result
 
 
+def bench_ceiling(args, workdir: Path, data: dict[str, Path]) -> dict:
+    """The bare ASGI app (bench/bare.py) on the server's own uvicorn protocol: the ceiling."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    port = free_port()
+    argv = [PY, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--ws", "websockets-sansio", "--ws-per-message-deflate", "false"]
+    argv += ["--lifespan", "off", "--log-level", "warning", "--no-access-log"]
+    result = {
+        "config": "ceiling",
+        "description": "bare ASGI app (bench/bare.py) on uvicorn websockets-sansio, one process:"
+        " no framework, auth, storage or ordering",
+    }
+    server = None
+    try:
+        server = Server("ceiling server", argv, env, port, workdir / "ceiling-server.log")
+        server.wait_ready()
+        log(f"[ceiling] up: {server.url}")
+        measure_target("ceiling", [server], data, args, workdir, result)
+    except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[ceiling] FAILED: {result['error']}")
+    finally:
+        if server:
+            server.stop()
+            result["serverLog"] = summarise_logs([server])
+    return result
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -796,7 +824,7 @@ def ratio(ours, ref) -> str:
     return f"{ours / ref:.2f}x"
 
 
-def markdown(results: list[dict], reference: dict | None, args) -> str:
+def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | None = None) -> str:
     sr = args.steady_rate
     rows = [
         ("connections opened", ("connect", "connected"), 0),
@@ -844,7 +872,7 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
         ("pushes/s", ("notify", "pushesPerS"), 0),
         ("server log lines (WARNING+)", ("serverLog", "lines"), 0),
     ]
-    for r in [*results, reference]:
+    for r in [*results, reference, ceiling]:
         if r:
             if get(r, "connect", "connectMs") is not None:
                 r["connect"]["connectS"] = round(r["connect"]["connectMs"] / 1000, 3)
@@ -853,8 +881,12 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
     header = ["figure"]
     for r in results:
         header.append(r["config"])
+        if ceiling:
+            header.append(f"{r['config']}/ceiling")
         if reference:
             header.append(f"{r['config']}/ref")
+    if ceiling:
+        header.append("ceiling")
     if reference:
         header.append("reference")
     lines = [
@@ -864,17 +896,22 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
     for label, path, digits in rows:
         cells = [label]
         ref_value = get(reference, *path) if reference else None
+        ceiling_value = get(ceiling, *path) if ceiling else None
         for r in results:
             value = get(r, *path)
             cells.append(fmt(value, digits))
+            if ceiling:
+                cells.append(ratio(value, ceiling_value))
             if reference:
                 cells.append(ratio(value, ref_value))
+        if ceiling:
+            cells.append(fmt(ceiling_value, digits))
         if reference:
             cells.append(fmt(ref_value, digits))
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
 
-    for r in [*results, reference]:
+    for r in [*results, ceiling, reference]:
         if not r:
             continue
         text += f"\n\n**{r['config']}** ({r['description']})"
@@ -965,6 +1002,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the bare-ASGI ceiling (bench/bare.py) every figure is a ratio to",
+    )
+    parser.add_argument(
         "--reference-layer",
         choices=["memory", "pubsub", "redis"],
         default="memory",
@@ -1038,14 +1080,19 @@ def main(argv=None) -> int:
         )
     workdir = Path(tempfile.mkdtemp(prefix="biogram-bench-"))
     log(f"work dir {workdir}")
-    results, reference = [], None
+    results, reference, ceiling = [], None, None
     try:
         for config in args.configs:
             results.append(bench_ours(config, args, workdir))
+        # Same data files: the ceiling and the reference ignore the tokens and use chatId.
+        first = args.configs[0]
+        data = {k: workdir / f"{first}-{k}.json" for k in ("connect", "load")}
+        if not args.no_ceiling:
+            if all(p.exists() for p in data.values()):
+                ceiling = bench_ceiling(args, workdir, data)
+            else:
+                ceiling = {"config": "ceiling", "description": "", "error": "no bench data"}
         if not args.no_reference:
-            # Same data files: the reference ignores the tokens and uses chatId.
-            first = args.configs[0]
-            data = {k: workdir / f"{first}-{k}.json" for k in ("connect", "load")}
             if all(p.exists() for p in data.values()):
                 reference = bench_reference(args, workdir, data)
             else:
@@ -1056,7 +1103,7 @@ def main(argv=None) -> int:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = markdown(results, reference, args)
+    report = markdown(results, reference, args, ceiling)
     print(f"\n## Biogram bench, {machine['date']}\n")
     print(
         f"{machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, Node"
@@ -1075,10 +1122,15 @@ def main(argv=None) -> int:
             "args": {k: v for k, v in vars(args).items() if k != "configs"},
             "results": results,
             "reference": reference,
+            "ceiling": ceiling,
         }
         Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
         log(f"wrote {args.output}")
-    failed = [r["config"] for r in [*results, reference] if r and r.get("error")]
+        from bench import charts
+
+        chart = charts.draw(document, Path(args.output).with_suffix(".png"))
+        log(f"drew {chart}")
+    failed = [r["config"] for r in [*results, reference, ceiling] if r and r.get("error")]
     return 1 if failed else 0
 
 
