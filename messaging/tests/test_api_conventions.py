@@ -186,6 +186,35 @@ def test_history_links_to_the_older_and_newer_pages(api_client, user, other_user
     assert parse_qs(urlparse(oldest["next"]).query) == {"after": ["1"], "limit": ["3"]}
 
 
+def test_history_links_lead_on_from_a_page_bounded_on_both_sides(
+    api_client, user, other_user, chat
+):
+    for n in range(1, 21):
+        services.send_message(sender=other_user, chat_id=chat.pk, text=f"m{n}")
+    client = api_client.as_user(user)
+
+    gap = client.get(f"/api/chats/{chat.pk}/messages/?after=10&before=15").json()
+    clamped = client.get(f"/api/chats/{chat.pk}/messages/?before=3&limit=1000").json()
+
+    assert ([m["seq"] for m in gap["results"]], gap["hasMore"]) == (["11", "12", "13", "14"], False)
+    assert parse_qs(urlparse(gap["next"]).query) == {"after": ["14"], "limit": ["50"]}
+    assert parse_qs(urlparse(gap["previous"]).query) == {"before": ["11"], "limit": ["50"]}
+    newer = client.get(relative(gap["next"])).json()
+    assert [m["seq"] for m in newer["results"]] == [str(n) for n in range(15, 21)]
+    assert newer["next"] is None
+    assert [m["seq"] for m in clamped["results"]] == ["1", "2"]
+    assert (clamped["previous"], parse_qs(urlparse(clamped["next"]).query)["limit"]) == (
+        None,
+        ["200"],
+    )
+
+
+def test_an_empty_history_page_has_no_links(api_client, user, chat):
+    page = api_client.as_user(user).get(f"/api/chats/{chat.pk}/messages/").json()
+
+    assert page == {"results": [], "hasMore": False, "next": None, "previous": None}
+
+
 # ---------------------------------------------------------------- the OpenAPI document
 
 
