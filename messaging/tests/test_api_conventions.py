@@ -4,7 +4,9 @@ token error codes, cursor pagination, the user search minimum, error answers in 
 document, and API docs that load nothing from another host."""
 
 import json
+import re
 from datetime import timedelta
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -249,15 +251,73 @@ def test_the_error_answers_are_documented_whatever_the_throttle_settings(setting
     assert json.dumps(with_throttles, sort_keys=True) == json.dumps(without, sort_keys=True)
 
 
+class Resources(HTMLParser):
+    """What an HTML page makes a browser fetch: the URLs of its elements, its inline styles and
+    scripts (kept as text, to be searched like the files they load)."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.inline, self._in_text = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [value for name, value in attrs if name in FETCHING_ATTRIBUTES and value]
+        self._in_text = tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._in_text = False
+
+    def handle_data(self, data):
+        if self._in_text:
+            self.inline.append(data)
+
+
+FETCHING_ATTRIBUTES = {"src", "href", "srcset", "spec-url", "data", "poster", "action"}
+CSS_FETCHES = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""")
+FONT_URL = re.compile(
+    r"https?://[^\s'\"`)]*(?:fonts\.googleapis|fonts\.gstatic|typekit|fontawesome|"
+    r"\.woff2?\b|\.ttf\b|\.otf\b|\.eot\b)",
+    re.IGNORECASE,
+)
+CSP_SOURCES_ALLOWED = {"'self'", "'unsafe-inline'", "'none'", "data:", "blob:"}
+
+
+def another_host(url: str) -> bool:
+    parts = urlparse(url)
+    return parts.scheme not in ("", "data", "blob") or parts.netloc not in ("", "testserver")
+
+
+def served(client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return body.decode()
+
+
 @pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
-def test_the_api_docs_are_served_from_this_host(client, path):
+def test_docs_pages_load_nothing_from_another_host(client, path):
     response = client.get(path)
+    page = Resources()
+    page.feed(response.content.decode())
+    assets = {url: served(client, url) for url in page.urls if url.endswith((".js", ".css"))}
+    css = [text for url, text in assets.items() if url.endswith(".css")] + page.inline
+    policy = dict(
+        (directive.split()[0], directive.split()[1:])
+        for directive in response["Content-Security-Policy"].split(";")
+        if directive.strip()
+    )
 
     assert response.status_code == 200
-    page = response.content.decode()
-    assert "fonts.googleapis.com" not in page
-    assert "cdn.jsdelivr.net" not in page
-    assert "/static/drf_spectacular_sidecar/" in page
+    assert [url for url in page.urls if another_host(url)] == []
+    assert any("/static/drf_spectacular_sidecar/" in url for url in assets)
+    fetched_by_css = [
+        next(filter(None, match)) for text in css for match in CSS_FETCHES.findall(text)
+    ]
+    assert [url for url in fetched_by_css if another_host(url)] == []
+    texts = {path: response.content.decode(), **assets}
+    assert [(url, font) for url, text in texts.items() for font in FONT_URL.findall(text)] == []
+    # What a bundle has hard-coded (Redoc's logo from its CDN) the browser may not fetch.
+    assert policy["default-src"] == ["'self'"]
+    assert {source for sources in policy.values() for source in sources} <= CSP_SOURCES_ALLOWED
 
 
 def test_a_user_searching_less_than_two_characters_gets_400(api_client, user, other_user):
