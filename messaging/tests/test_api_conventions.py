@@ -54,6 +54,24 @@ def test_every_method_is_served_without_the_slash_as_with_it(api_client, user, g
     assert (renamed.status_code, sent.status_code, muted.status_code) == (200, 201, 200)
 
 
+def test_no_api_path_without_its_slash_answers_a_redirect_whatever_the_method(
+    api_client, user, chat
+):
+    paths = [*schema_as_served(api_client)["paths"], "/api/schema/", "/api/docs/", "/api/redoc/"]
+    client = api_client.as_user(user)
+
+    answers = {
+        f"{method} {path}": getattr(client, method)(
+            re.sub(r"\{[a-z_]+\}", str(chat.pk), path).rstrip("/"), {}, format="json"
+        ).status_code
+        for path in paths
+        for method in ("get", "post", "put", "patch", "delete")
+    }
+
+    assert {name: code for name, code in answers.items() if 300 <= code < 400} == {}
+    assert answers["post /api/chats/"] == 400  # served as POST /api/chats/, refusing the body
+
+
 def test_an_unknown_api_path_is_a_json_404_not_a_redirect(api_client, user):
     client = api_client.as_user(user)
 
