@@ -97,6 +97,27 @@ def test_the_browsable_api_renders_for_a_logged_in_user(user, chat):
     assert str(chat.pk) in page
 
 
+def test_the_browsable_api_posts_with_the_session_and_its_csrf_token(user, other_user):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    page = browser.get("/api/chats/", HTTP_ACCEPT="text/html").content.decode()
+    # What the page's own script (rest_framework/js/csrf.js) sends its POST form's content with.
+    drf_csrf = json.loads(re.search(r'id="drf_csrf">(.*?)</script>', page, re.DOTALL).group(1))
+    body = {"title": "From the page", "memberIds": [str(other_user.pk)]}
+
+    forged = browser.post("/api/chats/", body, content_type="application/json")
+    posted = browser.post(
+        "/api/chats/",
+        body,
+        content_type="application/json",
+        headers={drf_csrf["csrfHeaderName"]: drf_csrf["csrfToken"]},
+    )
+
+    assert (forged.status_code, forged.json()["code"]) == (403, "forbidden")
+    assert posted.status_code == 201, posted.content
+    assert Chat.objects.get().title == "From the page"
+
+
 def test_json_is_still_the_default_answer(api_client, user):
     response = api_client.as_user(user).get("/api/me/", HTTP_ACCEPT="*/*")
 
