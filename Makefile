@@ -11,7 +11,7 @@ PG_URL_BASE ?= postgres://postgres@127.0.0.1:5432
 TEST_REDIS  ?= redis://127.0.0.1:6379/15
 
 
-.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean distclean browser axe nginx screenshots
+.PHONY: run dev cluster test test-fast test-default test-postgres lint format services install install-dev audit clean distclean browser axe js nginx screenshots
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,10 +68,10 @@ test-fast: install-dev
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
 test: lint test-default test-postgres
 
-test-default: install-dev browser axe
+test-default: install-dev browser axe js
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest
 
-test-postgres: install-dev services browser nginx axe
+test-postgres: install-dev services browser nginx axe js
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
 	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db
 
@@ -85,6 +85,14 @@ $(AXE_DIR)/node_modules/.installed: $(AXE_DIR)/package-lock.json
 	cd $(AXE_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 axe: $(AXE_DIR)/node_modules/.installed
+
+## js: the client package's dev dependencies (typescript, ws; pinned in clients/js/package-lock.json)
+## for its type check and Node tests (messaging/tests/test_js_client.py).
+JS_DIR := clients/js
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+js: $(JS_DIR)/node_modules/.installed
 
 ## nginx: Debian's nginx, for `make cluster NGINX=1` and the cluster tests (which skip without it).
 nginx:

@@ -163,7 +163,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # The client package's module, served as /static/biogram-client.js (no build step).
+    BASE_DIR / "clients" / "js" / "src",
+]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # Serve straight from the app folders: no collectstatic step before `make run`.
 WHITENOISE_USE_FINDERS = True

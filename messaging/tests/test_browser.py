@@ -581,7 +581,7 @@ def test_token_is_refreshed_through_the_auth_frame_before_it_expires(
 
 # ---------------------------------------------------------------- the client module alone
 
-CLIENT_JS = (BASE_DIR / "static" / "biogram-client.js").read_text()
+CLIENT_JS = (BASE_DIR / "clients" / "js" / "src" / "biogram-client.js").read_text()
 HARNESS_ORIGIN = "http://biogram.test"
 HARNESS = """
 <!doctype html><meta charset="utf-8"><title>harness</title>

@@ -82,6 +82,17 @@
  *   unauthorized {code}
  */
 
+/**
+ * @typedef {import("./protocol.js").Message} Message
+ * @typedef {import("./protocol.js").OutboxItem} OutboxItem
+ * @typedef {import("./protocol.js").TokenGrant} TokenGrant
+ * @typedef {import("./protocol.js").ClientEvents} ClientEvents
+ * @typedef {import("./protocol.js").ConnectionState} ConnectionState
+ * @typedef {import("./protocol.js").ClientFrame} ClientFrame
+ * @typedef {ReturnType<typeof setTimeout> | undefined} Timer
+ * @typedef {{reconnect: Timer, refresh: Timer, heartbeat: Timer, outbox: Timer, delivered: Timer}} Timers
+ */
+
 export const CLOSE_UNAUTHORIZED = 4001;
 export const CLOSE_FORBIDDEN = 4003;
 const CLOSE_HEARTBEAT = 4000; // ours: the connection went silent
@@ -103,9 +114,13 @@ export class AuthError extends Error {
   }
 }
 
-/** A getToken() for a page served by the server: the Django session buys an access token. */
+/**
+ * A getToken() for a page served by the server: the Django session buys an access token.
+ * @param {{url?: string, csrfToken?: string, fetchImpl?: typeof fetch}} [options]
+ * @returns {() => Promise<TokenGrant>}
+ */
 export function sessionTokenSource({ url = "/api/session/token/", csrfToken, fetchImpl } = {}) {
-  const doFetch = fetchImpl || ((...args) => fetch(...args));
+  const doFetch = fetchImpl || ((input, init) => fetch(input, init));
   return async function getToken() {
     const response = await doFetch(url, {
       method: "POST",
@@ -135,11 +150,22 @@ function defaultUrl() {
   return `${scheme}//${globalThis.location.host}/ws/chat/`;
 }
 
+/** @returns {Timers} */
+function noTimers() {
+  return {
+    reconnect: undefined,
+    refresh: undefined,
+    heartbeat: undefined,
+    outbox: undefined,
+    delivered: undefined,
+  };
+}
+
 export class BiogramSocket {
   /**
    * @param {object} options
    * @param {string} [options.url] the socket URL without query (default: this host's /ws/chat/)
-   * @param {() => Promise<{token: string, expiresAt: number}>} [options.getToken] see the header
+   * @param {(() => Promise<TokenGrant>) | null} [options.getToken] see the header
    * @param {{baseMs?: number, capMs?: number}} [options.backoff] reconnect delays
    * @param {number} [options.refreshMarginMs] refresh the token this long before it expires
    *   (at most a quarter of its lifetime)
@@ -147,10 +173,15 @@ export class BiogramSocket {
    * @param {number} [options.pongTimeoutMs] drop the connection if the ping gets no answer
    * @param {number} [options.typingThrottleMs] at most one `typing` frame per chat this often;
    *   the server's 3 s expiry counts from the last frame, so keep it well under that
-   * @param {Storage} [options.storage] where the outbox is kept (e.g. localStorage)
+   * @param {Pick<Storage, "getItem" | "setItem"> | null} [options.storage] where the outbox is
+   *   kept (e.g. localStorage)
    * @param {string} [options.storageKey] its key there; one per user
    * @param {string} [options.apiBase] the REST API's root, for the changes after a long absence
    * @param {number} [options.deliveredThrottleMs] at most one `delivered` per chat this often
+   * @param {typeof WebSocket} [options.WebSocketImpl] the WebSocket class (in Node: the `ws`
+   *   package's); default the global one
+   * @param {typeof fetch | null} [options.fetchImpl] fetch for the REST catch-up (default global)
+   * @param {() => number} [options.random] for the backoff's jitter (tests)
    */
   constructor({
     url,
@@ -180,22 +211,32 @@ export class BiogramSocket {
     this.apiBase = apiBase;
     this.deliveredThrottleMs = deliveredThrottleMs;
     this.WebSocketImpl = WebSocketImpl;
-    this.fetchImpl = fetchImpl || ((...args) => globalThis.fetch(...args));
+    this.fetchImpl = fetchImpl || ((input, init) => globalThis.fetch(input, init));
 
+    /** @type {ConnectionState} */
     this.state = "offline";
+    /** @type {string | null} */
     this.userId = null;
+    /** @type {string | null} */
     this.connectionId = null;
     this.attempt = 0;
+    /** @type {number | null} */
     this.nextAttemptAt = null;
+    /** @type {Map<string, Set<Function>>} */
     this.handlers = new Map();
+    /** @type {WebSocket | null} */
     this.socket = null;
     this.serial = 0; // one per attempt; stale callbacks compare theirs to it
     this.connected = false;
     this.stopped = true;
+    /** @type {string | null} */
     this.closeReason = null;
+    /** @type {{token: string, expiresAt: number, refreshAt: number} | null} */
     this.token = null;
-    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null, delivered: null };
+    /** @type {Timers} */
+    this.timers = noTimers();
     this.lastFrameAt = 0;
+    /** @type {number | null} */
     this.pingSentAt = null;
 
     this.lastSeq = new Map(); // chatId -> the highest seq delivered without a gap
@@ -220,10 +261,20 @@ export class BiogramSocket {
 
   // ---------------------------------------------------------------- events
 
+  /**
+   * @template {keyof ClientEvents} K
+   * @param {K} name
+   * @param {(...args: ClientEvents[K]) => void} fn
+   * @returns {() => void} unsubscribes
+   */
   on(name, fn) {
-    if (!this.handlers.has(name)) this.handlers.set(name, new Set());
-    this.handlers.get(name).add(fn);
-    return () => this.handlers.get(name).delete(fn);
+    const key = String(name);
+    const handlers = this.handlers.get(key) || new Set();
+    this.handlers.set(key, handlers);
+    handlers.add(fn);
+    return () => {
+      handlers.delete(fn);
+    };
   }
 
   emit(name, ...args) {
@@ -262,12 +313,12 @@ export class BiogramSocket {
   reconnectNow() {
     if (this.stopped || this.socket) return;
     clearTimeout(this.timers.reconnect);
-    this.timers.reconnect = null;
+    this.timers.reconnect = undefined;
     this.open();
   }
 
   async open() {
-    this.timers.reconnect = null;
+    this.timers.reconnect = undefined;
     const serial = ++this.serial;
     this.setState("connecting");
     let query = "";
@@ -297,11 +348,15 @@ export class BiogramSocket {
     this.lastFrameAt = Date.now();
     socket.onmessage = (event) => this.receive(socket, event.data);
     socket.onclose = (event) => this.closed(socket, event.code);
+    // A failed connection is followed by `close`, which reconnects; Node's `ws` would throw an
+    // `error` event nobody listens to.
+    socket.onerror = () => {};
   }
 
   /** The cached token while it has some life left, else a new one from getToken(). */
   async freshToken() {
     if (this.token && this.token.refreshAt > Date.now()) return this.token.token;
+    if (!this.getToken) throw new Error("no getToken: the socket relies on the session cookie");
     const issued = Date.now();
     const { token, expiresAt } = await this.getToken();
     const margin = Math.min(this.refreshMarginMs, (expiresAt - issued) / 4);
@@ -328,6 +383,7 @@ export class BiogramSocket {
   detach(socket) {
     socket.onmessage = null;
     socket.onclose = null;
+    socket.onerror = () => {};
     if (this.socket === socket) this.socket = null;
     this.connected = false;
     this.connectionId = null;
@@ -338,7 +394,8 @@ export class BiogramSocket {
     clearInterval(this.timers.heartbeat);
     clearTimeout(this.timers.outbox);
     clearTimeout(this.timers.delivered);
-    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = this.timers.delivered = null;
+    this.timers.refresh = this.timers.heartbeat = this.timers.outbox = this.timers.delivered =
+      undefined;
   }
 
   scheduleReconnect() {
@@ -355,6 +412,10 @@ export class BiogramSocket {
 
   /** Stop for good (no reconnect): the login ended, or the server refused it. `reason` is the
    * server's `disconnect` reason when it gave one (`logged_out`, `banned`, …). */
+  /**
+   * @param {number} code
+   * @param {string | null} [reason]
+   */
   giveUp(code, reason = null) {
     const socket = this.socket;
     if (socket) {
@@ -374,9 +435,13 @@ export class BiogramSocket {
     clearInterval(this.timers.heartbeat);
     clearTimeout(this.timers.outbox);
     clearTimeout(this.timers.delivered);
-    this.timers = { reconnect: null, refresh: null, heartbeat: null, outbox: null, delivered: null };
+    this.timers = noTimers();
   }
 
+  /**
+   * @param {ConnectionState} state
+   * @param {{reason?: string | null}} [details]
+   */
   setState(state, { reason = null } = {}) {
     this.state = state;
     if (state !== "reconnecting") this.nextAttemptAt = null;
@@ -538,6 +603,10 @@ export class BiogramSocket {
   }
 
   /** The newest copy of a message the app got from REST: its own, or a later one heard live. */
+  /**
+   * @param {Message} message
+   * @returns {Message}
+   */
   freshest(message) {
     this.keep(message);
     const known = this.copies.get(message.id);
@@ -706,7 +775,7 @@ export class BiogramSocket {
 
   scheduleRefresh(tokenExpiresAt, { now = false } = {}) {
     clearTimeout(this.timers.refresh);
-    this.timers.refresh = null;
+    this.timers.refresh = undefined;
     if (!this.getToken || !tokenExpiresAt) return;
     const expiresAt = Date.parse(tokenExpiresAt);
     const refreshAt = now ? Date.now() + 5000 : (this.token && this.token.refreshAt) || expiresAt;
@@ -732,6 +801,7 @@ export class BiogramSocket {
   /** Ping a silent connection; drop it when the ping gets no answer (a half-open TCP). */
   startHeartbeat() {
     const socket = this.socket;
+    if (!socket) return;
     this.pingSentAt = null;
     clearInterval(this.timers.heartbeat);
     this.timers.heartbeat = setInterval(
@@ -756,6 +826,12 @@ export class BiogramSocket {
 
   /** Queue a message (`replyTo`: the id of the message it answers); it is sent now if
    * connected, else on the next connection. */
+  /**
+   * @param {string | number} chatId
+   * @param {string} text
+   * @param {{replyTo?: string | number | null}} [options]
+   * @returns {OutboxItem}
+   */
   send(chatId, text, { replyTo = null } = {}) {
     const item = {
       clientMessageId: newClientMessageId(),
@@ -774,11 +850,16 @@ export class BiogramSocket {
   }
 
   /** The messages of a chat still waiting for the server's acknowledgement, oldest first. */
+  /**
+   * @param {string | number} chatId
+   * @returns {OutboxItem[]}
+   */
   pending(chatId) {
     return this.outbox.filter((item) => item.chatId === String(chatId));
   }
 
   /** Call on each keystroke: at most one `typing` frame per chat every typingThrottleMs. */
+  /** @param {string | number} chatId */
   typing(chatId) {
     chatId = String(chatId);
     const now = Date.now();
@@ -789,24 +870,43 @@ export class BiogramSocket {
   }
 
   /** The typist cleared the composer: end the typing state at once. */
+  /** @param {string | number} chatId */
   stopTyping(chatId) {
     chatId = String(chatId);
     if (this.typingSentAt.delete(chatId)) this.transmit("typing", { chatId, isTyping: false });
   }
 
   /** Change the text of one's own message; false when not connected (nothing is kept). */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number} messageId
+   * @param {string} text
+   * @returns {boolean} false when not connected (nothing is kept for later)
+   */
   edit(chatId, messageId, text) {
     if (!this.connected) return false;
     return this.transmit("edit", { chatId: String(chatId), messageId: String(messageId), text });
   }
 
   /** Delete one's own message; false when not connected. */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number} messageId
+   * @returns {boolean}
+   */
   deleteMessage(chatId, messageId) {
     if (!this.connected) return false;
     return this.transmit("delete", { chatId: String(chatId), messageId: String(messageId) });
   }
 
   /** Add (or with on = false, take back) one's reaction; false when not connected. */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number} messageId
+   * @param {string} emoji
+   * @param {boolean} [on]
+   * @returns {boolean}
+   */
   react(chatId, messageId, emoji, on = true) {
     if (!this.connected) return false;
     const data = { chatId: String(chatId), messageId: String(messageId), emoji, on };
@@ -814,6 +914,10 @@ export class BiogramSocket {
   }
 
   /** The app has shown chat `chatId` up to `seq`: reported (the latest, throttled). */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number} seq
+   */
   delivered(chatId, seq) {
     chatId = String(chatId);
     seq = Number(seq);
@@ -824,6 +928,10 @@ export class BiogramSocket {
   }
 
   /** Mark a chat read up to `messageId` (default: its latest message); sent when connected. */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number | null} [messageId] default: the chat's latest
+   */
   read(chatId, messageId = null) {
     this.reads.set(String(chatId), messageId === null ? null : String(messageId));
     this.flushReads();
@@ -831,18 +939,25 @@ export class BiogramSocket {
 
   /** Say the app holds chat `chatId` up to `seq`, and its changes up to `rev` (from REST: the
    * chat object's rev, read before its messages): sync starts after them. */
+  /**
+   * @param {string | number} chatId
+   * @param {string | number} seq
+   * @param {string | number | null} [rev]
+   */
   track(chatId, seq, rev = null) {
     chatId = String(chatId);
     const current = this.lastSeq.get(chatId);
     if (current === undefined || Number(seq) > current) this.lastSeq.set(chatId, Number(seq));
-    if (rev !== null && rev !== undefined) this.absorbRevs(chatId, rev);
+    if (rev !== null && rev !== undefined) this.absorbRevs(chatId, Number(rev));
     this.drainHeld(chatId);
   }
 
+  /** @param {string | number} chatId */
   lastSeqOf(chatId) {
     return this.lastSeq.get(String(chatId));
   }
 
+  /** @param {string | number} chatId */
   revOf(chatId) {
     return this.revs.get(String(chatId));
   }
@@ -882,7 +997,7 @@ export class BiogramSocket {
     if (wait && !this.timers.delivered) {
       // A chat waits at most its throttle; one reported later waits longer than this timer.
       this.timers.delivered = setTimeout(() => {
-        this.timers.delivered = null;
+        this.timers.delivered = undefined;
         this.flushDelivered();
       }, wait);
     }
