@@ -137,26 +137,21 @@ class MemberDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _history_links(request, chat, page, query) -> dict:
+def _history_links(request, chat, page, limit: int) -> dict:
     """`next` (the newer messages after the page) and `previous` (the older ones before it), as
-    URLs with the same `limit`, or null where there is nothing."""
-    upward = query.get("after") is not None
-    seqs = [m.seq for m in page.messages]
-    if seqs:
-        newer = page.has_more if upward else seqs[-1] < chat.last_seq
-        older = seqs[0] > 1 if upward else page.has_more
-        newer_from, older_from = seqs[-1], seqs[0]
-    else:
-        newer = older = False
-        newer_from = older_from = None
-    limit = query["limit"]
+    URLs with the same `limit`, or null where there is none. Seqs have no holes (a deleted
+    message keeps its seq), so older ones exist below the page's first seq unless it is 1, and
+    newer ones above its last unless that is the chat's last, whichever cursor the page came from."""
+    if not page.messages:
+        return {"next": None, "previous": None}
+    first, last = page.messages[0].seq, page.messages[-1].seq
 
-    def link(**params):
-        return request.build_absolute_uri(f"{request.path}?{urlencode({**params, 'limit': limit})}")
+    def link(**cursor):
+        return request.build_absolute_uri(f"{request.path}?{urlencode({**cursor, 'limit': limit})}")
 
     return {
-        "next": link(after=newer_from) if newer else None,
-        "previous": link(before=older_from) if older else None,
+        "next": link(after=last) if last < chat.last_seq else None,
+        "previous": link(before=first) if first > 1 else None,
     }
 
 
@@ -182,17 +177,15 @@ class MessageListView(APIView):
     def get(self, request, chat_id):
         query = _validated(HistoryQuery, request.query_params)
         chat = services.access_chat(user=request.user, chat_id=chat_id)
+        limit = min(query["limit"], selectors.HISTORY_MAX_LIMIT)
         page = selectors.history(
-            chat=chat,
-            after=query.get("after"),
-            before=query.get("before"),
-            limit=min(query["limit"], selectors.HISTORY_MAX_LIMIT),
+            chat=chat, after=query.get("after"), before=query.get("before"), limit=limit
         )
         return Response(
             {
                 "results": [protocol.message_data(m) for m in page.messages],
                 "hasMore": page.has_more,
-                **_history_links(request, chat, page, query),
+                **_history_links(request, chat, page, limit),
             }
         )
 
