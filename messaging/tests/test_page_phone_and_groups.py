@@ -651,4 +651,3 @@ def test_axe_itself_is_installed_and_finds_a_planted_violation(open_page, server
 
     assert [v["id"] for v in axe_violations(alice)] == ["button-name"]
     assert Path(AXE).is_file()
-
