@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -131,14 +132,30 @@ class Server:
                 time.sleep(0.2)
         raise BenchError(f"{self.name} not ready on port {self.port} after {timeout} s")
 
+    def family(self) -> list[int]:
+        """The server's process and its children (the notifier that `manage.py serve` starts):
+        their CPU and memory count as the server's."""
+        pids = [self.proc.pid]
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        with contextlib.suppress(OSError):
+            pids += [int(pid) for pid in path.read_text().split()]
+        return pids
+
+    def _sum(self, read) -> float:
+        total = 0
+        for pid in self.family():
+            with contextlib.suppress(OSError, BenchError):
+                total += read(pid)
+        return total
+
     def rss_kb(self) -> int:
-        return proc_status_kb(self.proc.pid, "VmRSS")
+        return self._sum(lambda pid: proc_status_kb(pid, "VmRSS"))
 
     def peak_rss_kb(self) -> int:
-        return proc_status_kb(self.proc.pid, "VmHWM")
+        return self._sum(lambda pid: proc_status_kb(pid, "VmHWM"))
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return self._sum(cpu_seconds)
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_lines()[-lines:])
@@ -392,6 +409,216 @@ def summarise_logs(servers: list[Server]) -> dict:
     return {"lines": len(lines), "tail": lines[-30:]}
 
 
+# ---------------------------------------------------------------- notifications off the hot path
+
+
+def _serve_push_sink(port: int) -> None:
+    """The push sink's process: answers every POST 201; `GET /stats` lists when each came."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    times: list[float] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the notifier reuses its connections
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                times.append(time.monotonic())
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):
+            with lock:
+                body = json.dumps(times).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer.request_queue_size = 1024
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+class PushSink:
+    """A push service stand-in on 127.0.0.1 for the notification scenario, in a process of its own
+    (in this one its threads would take the GIL from the acknowledgement probe)."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.port = free_port()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_serve_push_sink, args=(self.port,), daemon=True
+        )
+        self.process.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                self.times()
+                return
+            time.sleep(0.1)
+        raise BenchError("push sink did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/push"
+
+    def times(self) -> list[float]:
+        """When each push came (`time.monotonic()`: the same clock in every process)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def count(self) -> int:
+        return len(self.times())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(5)
+
+
+def latency_stats(latencies: list[float], lost: int) -> dict:
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float | None:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2) if ordered else None
+
+    return {
+        "acks": len(ordered),
+        "lost": lost,
+        "p50Ms": pct(0.50),
+        "p95Ms": pct(0.95),
+        "p99Ms": pct(0.99),
+        "maxMs": round(ordered[-1], 2) if ordered else None,
+    }
+
+
+async def ack_probe(senders: list[dict], urls: list[str], rate: float, duration: float) -> dict:
+    """`senders` send ~100-byte messages at `rate` in all for `duration` s; each message's
+    latency is send → the sender's own copy (its acknowledgement)."""
+    import asyncio
+    import uuid
+
+    from websockets.asyncio.client import connect
+
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def one(index: int, sender: dict) -> None:
+        url = f"{urls[index % len(urls)]}/ws/chat/?token={sender['token']}"
+        async with connect(url, max_queue=None, open_timeout=10) as ws:
+            await ws.recv()  # connect
+
+            async def read():
+                async for raw in ws:
+                    frame = json.loads(raw)
+                    if frame.get("type") == "message":
+                        cid = frame["data"]["message"].get("clientMessageId")
+                        sent = pending.pop(cid, None)
+                        if sent is not None:
+                            latencies.append((time.perf_counter() - sent) * 1000)
+
+            reader = asyncio.create_task(read())
+            interval = len(senders) / rate
+            await asyncio.sleep(interval * index / len(senders))
+            deadline = time.perf_counter() + duration
+            next_at = time.perf_counter()
+            while time.perf_counter() < deadline:
+                cid = uuid.uuid4().hex
+                pending[cid] = time.perf_counter()
+                text = f"ack probe {cid} " + "x" * 60
+                frame = {"chatId": sender["chatId"], "text": text, "clientMessageId": cid}
+                await ws.send(json.dumps({"type": "message", "data": frame}))
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            for _ in range(30):  # the last acknowledgements
+                if not pending:
+                    break
+                await asyncio.sleep(0.1)
+            reader.cancel()
+
+    await asyncio.gather(*(one(i, s) for i, s in enumerate(senders)))
+    return latency_stats(latencies, len(pending))
+
+
+async def announce(notify: dict, url: str, every: float, duration: float) -> list[float]:
+    """The announcer writes to the chat of offline members every `every` s; when, each time."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    times = []
+    async with connect(f"{url}/ws/chat/?token={notify['token']}", open_timeout=10) as ws:
+        await ws.recv()
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            times.append(time.monotonic())
+            data = {"chatId": notify["chatId"], "text": f"announcement {len(times)}"}
+            await ws.send(json.dumps({"type": "message", "data": data}))
+            await asyncio.sleep(every)
+    return times
+
+
+def measure_notify(servers: list[Server], data: Path, sink: PushSink, args) -> dict:
+    """Senders' acknowledgements without, then with, bursts of notifications to
+    --notify-members offline members (each with a push subscription at the sink)."""
+    import asyncio
+
+    document = json.loads(data.read_text())
+    notify = document["notify"]
+    # One sender per chat of the load data set, so that no chat's members wait on each other.
+    senders = list({u["chatId"]: u for u in document["users"]}.values())[: args.notify_senders]
+    urls = [s.url for s in servers]
+    rate, duration = args.notify_rate, args.notify_duration
+    log(f"[notify] acknowledgements at {rate:g} msg/s for {duration:g} s, no notifications")
+    result = {"members": args.notify_members, "senders": len(senders), "rate": rate}
+    result["without"] = asyncio.run(ack_probe(senders, urls, rate, duration))
+    before = sink.count()
+    log(
+        f"[notify] the same, while {args.notify_members} offline members are pushed"
+        f" every {args.notify_every:g} s"
+    )
+
+    async def both():
+        return await asyncio.gather(
+            ack_probe(senders, urls, rate, duration),
+            announce(notify, urls[0], args.notify_every, duration),
+        )
+
+    result["with"], announced = asyncio.run(both())
+    expected = len(announced) * args.notify_members
+    deadline = time.monotonic() + 60
+    while sink.count() - before < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    arrivals = sorted(sink.times()[before:])
+    result["announcements"] = len(announced)
+    result["pushesExpected"] = expected
+    result["pushes"] = len(arrivals)
+    if len(arrivals) >= args.notify_members:
+        # From the first announcement to its last push: NOTIFY_DELAY_MS, the claim, the sends.
+        result["firstBurstS"] = round(arrivals[args.notify_members - 1] - announced[0], 2)
+    if len(arrivals) > 1:
+        result["pushesPerS"] = round((len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 1)
+    for phase in ("without", "with"):
+        r = result[phase]
+        log(
+            f"  {phase:>7}: acks {r['acks']} p50 {r['p50Ms']} p95 {r['p95Ms']} p99 {r['p99Ms']}"
+            f" max {r['maxMs']} ms, lost {r['lost']}"
+        )
+    log(
+        f"  pushes {result['pushes']}/{expected}, first burst of {args.notify_members} done"
+        f" {result.get('firstBurstS')} s after its message, {result.get('pushesPerS')} pushes/s"
+    )
+    return result
+
+
 # ---------------------------------------------------------------- configurations
 
 
@@ -432,6 +659,9 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         "BIOGRAM_VAR_DIR": str(var_dir),
         "RATE_LIMIT_ENABLED": "0",
         "LOG_LEVEL": "WARNING",
+        # The notification scenario's push sink is http on 127.0.0.1.
+        "WEBPUSH_ALLOW_INSECURE": "1",
+        "NOTIFY_DELAY_MS": str(args.notify_delay_ms),
     }
     database = prefix = None
     if config in {"pg1", "pg2"}:
@@ -442,6 +672,7 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         env["CHANNEL_LAYER_PREFIX"] = prefix
     servers: list[Server] = []
     result = {"config": config, "description": CONFIGS[config]}
+    sink = PushSink() if args.notify_members else None
     try:
         if database:
             log(f"[{config}] creating database {database}")
@@ -451,12 +682,16 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         data = {}
         for kind, users in (("connect", args.connect_users), ("load", args.users)):
             data[kind] = workdir / f"{config}-{kind}.json"
+            extra = []
+            if kind == "load" and sink:
+                extra = [f"--notify-members={args.notify_members}", f"--push-endpoint={sink.url}"]
             manage(
                 env,
                 "benchdata",
                 f"--users={users}",
                 f"--chat-size={args.chat_size}",
                 f"--output={data[kind]}",
+                *extra,
             )
         processes = 2 if config == "pg2" else 1
         for i in range(processes):
@@ -474,10 +709,14 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
             server.wait_ready(http_path="/healthz")
         log(f"[{config}] {processes} server process(es) up: {', '.join(s.url for s in servers)}")
         measure_target(config, servers, data, args, workdir, result)
+        if sink:
+            result["notify"] = measure_notify(servers, data["load"], sink, args)
     except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
         result["error"] = f"{type(exc).__name__}: {exc}"
         log(f"[{config}] FAILED: {result['error']}")
     finally:
+        if sink:
+            sink.stop()
         for server in servers:
             server.stop()
         if servers:
@@ -527,6 +766,34 @@ def bench_reference(args, workdir: Path, data: dict[str, Path]) -> dict:
     return result
 
 
+def bench_ceiling(args, workdir: Path, data: dict[str, Path]) -> dict:
+    """The bare ASGI app (bench/bare.py) on the server's own uvicorn protocol: the ceiling."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    port = free_port()
+    argv = [PY, "-m", "uvicorn", "bench.bare:app", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--ws", "websockets-sansio", "--ws-per-message-deflate", "false"]
+    argv += ["--lifespan", "off", "--log-level", "warning", "--no-access-log"]
+    result = {
+        "config": "ceiling",
+        "description": "bare ASGI app (bench/bare.py) on uvicorn websockets-sansio, one process:"
+        " no framework, auth, storage or ordering",
+    }
+    server = None
+    try:
+        server = Server("ceiling server", argv, env, port, workdir / "ceiling-server.log")
+        server.wait_ready()
+        log(f"[ceiling] up: {server.url}")
+        measure_target("ceiling", [server], data, args, workdir, result)
+    except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"[ceiling] FAILED: {result['error']}")
+    finally:
+        if server:
+            server.stop()
+            result["serverLog"] = summarise_logs([server])
+    return result
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -557,7 +824,7 @@ def ratio(ours, ref) -> str:
     return f"{ours / ref:.2f}x"
 
 
-def markdown(results: list[dict], reference: dict | None, args) -> str:
+def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | None = None) -> str:
     sr = args.steady_rate
     rows = [
         ("connections opened", ("connect", "connected"), 0),
@@ -585,9 +852,27 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
         ("search stopped at (msg/s)", ("search", "stoppedAt"), 0),
         ("why it stopped", ("search", "stopReason"), 0),
         ("peak RSS (MB)", ("peakRssMB",), 1),
+        (
+            f"ack p50 (ms), {args.notify_rate:g} msg/s, no notifications",
+            ("notify", "without", "p50Ms"),
+            1,
+        ),
+        ("ack p99 (ms), no notifications", ("notify", "without", "p99Ms"), 1),
+        ("ack max (ms), no notifications", ("notify", "without", "maxMs"), 1),
+        (
+            f"ack p50 (ms), while {args.notify_members} offline members are pushed",
+            ("notify", "with", "p50Ms"),
+            1,
+        ),
+        ("ack p99 (ms), while pushing", ("notify", "with", "p99Ms"), 1),
+        ("ack max (ms), while pushing", ("notify", "with", "maxMs"), 1),
+        ("pushes received", ("notify", "pushes"), 0),
+        ("pushes expected", ("notify", "pushesExpected"), 0),
+        (f"first {args.notify_members} pushes done after (s)", ("notify", "firstBurstS"), 2),
+        ("pushes/s", ("notify", "pushesPerS"), 0),
         ("server log lines (WARNING+)", ("serverLog", "lines"), 0),
     ]
-    for r in [*results, reference]:
+    for r in [*results, reference, ceiling]:
         if r:
             if get(r, "connect", "connectMs") is not None:
                 r["connect"]["connectS"] = round(r["connect"]["connectMs"] / 1000, 3)
@@ -596,8 +881,12 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
     header = ["figure"]
     for r in results:
         header.append(r["config"])
+        if ceiling:
+            header.append(f"{r['config']}/ceiling")
         if reference:
             header.append(f"{r['config']}/ref")
+    if ceiling:
+        header.append("ceiling")
     if reference:
         header.append("reference")
     lines = [
@@ -607,17 +896,22 @@ def markdown(results: list[dict], reference: dict | None, args) -> str:
     for label, path, digits in rows:
         cells = [label]
         ref_value = get(reference, *path) if reference else None
+        ceiling_value = get(ceiling, *path) if ceiling else None
         for r in results:
             value = get(r, *path)
             cells.append(fmt(value, digits))
+            if ceiling:
+                cells.append(ratio(value, ceiling_value))
             if reference:
                 cells.append(ratio(value, ref_value))
+        if ceiling:
+            cells.append(fmt(ceiling_value, digits))
         if reference:
             cells.append(fmt(ref_value, digits))
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
 
-    for r in [*results, reference]:
+    for r in [*results, ceiling, reference]:
         if not r:
             continue
         text += f"\n\n**{r['config']}** ({r['description']})"
@@ -708,6 +1002,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the bare-ASGI ceiling (bench/bare.py) every figure is a ratio to",
+    )
+    parser.add_argument(
         "--reference-layer",
         choices=["memory", "pubsub", "redis"],
         default="memory",
@@ -719,6 +1018,19 @@ def parse_args(argv=None):
         "--settle-max", type=float, default=30.0, help="seconds to wait for a backlog between steps"
     )
     parser.add_argument("--idle-settle", type=float, default=2.0, help="seconds before idle RSS")
+    parser.add_argument(
+        "--notify-members",
+        type=int,
+        default=1000,
+        help="offline members pushed in the notification scenario (0 skips it)",
+    )
+    parser.add_argument("--notify-senders", type=int, default=20, help="senders whose acks count")
+    parser.add_argument("--notify-rate", type=float, default=100.0, help="their messages/s")
+    parser.add_argument("--notify-duration", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument(
+        "--notify-every", type=float, default=2.0, help="seconds between announcements"
+    )
+    parser.add_argument("--notify-delay-ms", type=int, default=1000, help="NOTIFY_DELAY_MS")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--output", help="write all results to this JSON file")
@@ -768,14 +1080,19 @@ def main(argv=None) -> int:
         )
     workdir = Path(tempfile.mkdtemp(prefix="biogram-bench-"))
     log(f"work dir {workdir}")
-    results, reference = [], None
+    results, reference, ceiling = [], None, None
     try:
         for config in args.configs:
             results.append(bench_ours(config, args, workdir))
+        # Same data files: the ceiling and the reference ignore the tokens and use chatId.
+        first = args.configs[0]
+        data = {k: workdir / f"{first}-{k}.json" for k in ("connect", "load")}
+        if not args.no_ceiling:
+            if all(p.exists() for p in data.values()):
+                ceiling = bench_ceiling(args, workdir, data)
+            else:
+                ceiling = {"config": "ceiling", "description": "", "error": "no bench data"}
         if not args.no_reference:
-            # Same data files: the reference ignores the tokens and uses chatId.
-            first = args.configs[0]
-            data = {k: workdir / f"{first}-{k}.json" for k in ("connect", "load")}
             if all(p.exists() for p in data.values()):
                 reference = bench_reference(args, workdir, data)
             else:
@@ -786,7 +1103,7 @@ def main(argv=None) -> int:
             log(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    report = markdown(results, reference, args)
+    report = markdown(results, reference, args, ceiling)
     print(f"\n## Biogram bench, {machine['date']}\n")
     print(
         f"{machine['cores']} cores ({machine['cpu']}), Python {machine['python']}, Node"
@@ -805,10 +1122,15 @@ def main(argv=None) -> int:
             "args": {k: v for k, v in vars(args).items() if k != "configs"},
             "results": results,
             "reference": reference,
+            "ceiling": ceiling,
         }
         Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
         log(f"wrote {args.output}")
-    failed = [r["config"] for r in [*results, reference] if r and r.get("error")]
+        from bench import charts
+
+        chart = charts.draw(document, Path(args.output).with_suffix(".png"))
+        log(f"drew {chart}")
+    failed = [r["config"] for r in [*results, reference, ceiling] if r and r.get("error")]
     return 1 if failed else 0
 
 

@@ -195,6 +195,29 @@ WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 1000)
 # Open sockets per user (all processes together, with Redis); the newest past it gets 4029.
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 
+# Notifications of new messages (issue 17; messaging/notifier.py). A member is notified of a chat
+# NOTIFY_DELAY_MS after the first message they have not received, unless a device of theirs
+# marked it delivered or read by then. `manage.py serve` runs the notifier as a child process
+# (`manage.py notifier`); each notification goes out once whatever the number of processes.
+NOTIFIER_ENABLED = env_bool("NOTIFIER_ENABLED", True)
+NOTIFY_DELAY_MS = env_int("NOTIFY_DELAY_MS", 10_000)
+NOTIFY_POLL_MS = env_int("NOTIFY_POLL_MS", 1000)
+# HTTP requests in flight at once per process (pushes and webhook calls).
+NOTIFY_SEND_WORKERS = env_int("NOTIFY_SEND_WORKERS", 8)
+# The webhook for mobile apps: one signed POST per notification (README, "Notifications").
+NOTIFY_WEBHOOK_URL = os.environ.get("NOTIFY_WEBHOOK_URL", "")
+NOTIFY_WEBHOOK_SECRET = os.environ.get("NOTIFY_WEBHOOK_SECRET", "")
+# Web Push: the VAPID key (PEM, or the raw private key in base64url); without it one is
+# generated once into VAR_DIR/vapid_private_key.pem. Several machines must share one key.
+VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY", "")
+VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "mailto:admin@localhost")
+# How long a push service keeps a notification for a device that is offline, in seconds.
+WEBPUSH_TTL = env_int("WEBPUSH_TTL", 24 * 3600)
+# Push endpoints must be https on a public address; 1 lets any http(s) endpoint in (tests).
+WEBPUSH_ALLOW_INSECURE = env_bool("WEBPUSH_ALLOW_INSECURE", False)
+# Push subscriptions kept per user; a new one past it replaces their oldest.
+WEBPUSH_MAX_SUBSCRIPTIONS = env_int("WEBPUSH_MAX_SUBSCRIPTIONS", 20)
+
 # REST API
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

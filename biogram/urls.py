@@ -10,6 +10,7 @@ from messaging import views as pages
 
 urlpatterns = [
     path("", pages.index, name="index"),
+    path("biogram-sw.js", pages.service_worker, name="service-worker"),
     path("login/", account_pages.LoginPage.as_view(), name="login"),
     path("register/", account_pages.register, name="register-page"),
     path("logout/", account_pages.LogoutPage.as_view(), name="logout"),

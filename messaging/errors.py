@@ -62,3 +62,13 @@ class Banned(Unauthorized):
     default_message = "This account is banned."
     close_code = 4001
     closing_reason = "banned"
+
+
+class EndpointRefused(BadRequest):
+    """A push endpoint that is not https on a public address (WEBPUSH_ALLOW_INSECURE lets it in)."""
+
+    code, status, default_message = (
+        "endpoint_refused",
+        400,
+        "Push endpoints must be https URLs on a public address.",
+    )

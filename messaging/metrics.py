@@ -23,3 +23,11 @@ FANOUT_SECONDS = Histogram(
     "From a message's storage to its send on the last local connection.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+NOTIFICATIONS_CLAIMED = Counter(
+    "biogram_notifications_claimed_total", "Notifications decided by this process's notifier."
+)
+NOTIFICATION_DISPATCHES = Counter(
+    "biogram_notification_dispatches_total",
+    "Pushes and webhook calls attempted by this process, by kind and outcome.",
+    ["kind", "outcome"],
+)

@@ -172,6 +172,10 @@ class ReadReceipt(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     # Up to which seq one of the member's devices holds the chat; never behind `seq`.
     delivered_seq = models.BigIntegerField(default=0)
+    # Up to which seq the member was notified of (or did not need to be) by push and webhook
+    # (messaging/notifications.py). Here rather than on Membership: the storing transaction
+    # share-locks the sender's membership row, and a claim must never make a sender wait.
+    notified_seq = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
@@ -228,3 +232,83 @@ class Exclusion(models.Model):
 
     def __str__(self):
         return f"{self.user} removed from {self.chat}"
+
+
+class PushSubscription(models.Model):
+    """A browser's Web Push subscription (its `PushSubscription` JSON) for one user."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="push_subscriptions"
+    )
+    # The push service's URL for this browser: unique, a browser belongs to whoever subscribed last.
+    endpoint = models.CharField(max_length=1000, unique=True)
+    p256dh = models.CharField(max_length=100)  # the browser's P-256 public key, base64url
+    auth = models.CharField(max_length=50)  # its 16-byte authentication secret, base64url
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["user", "id"]
+
+    def __str__(self):
+        return f"push subscription {self.pk} of {self.user_id}"
+
+
+class Notification(models.Model):
+    """One notification of a chat's new messages to the members it names, decided once.
+
+    `message_ids` are the messages folded into it; those deleted by the time it goes out are
+    left out (all of them: nothing goes out). `payload` is what goes out, fixed at the first
+    attempt so that retries carry the same fields; `{}` when nothing goes out.
+    """
+
+    chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
+    message_ids = models.JSONField()
+    user_ids = models.JSONField()
+    payload = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"notification {self.pk} of chat {self.chat_id}"
+
+
+class NotificationDispatch(models.Model):
+    """The outbox: one push to one subscription, or the one webhook call, of a notification.
+
+    Due when `next_attempt_at` has passed and it is not done; taking it moves
+    `next_attempt_at` a lease ahead, so no other process sends it meanwhile.
+    """
+
+    class Kind(models.TextChoices):
+        PUSH = "push"
+        WEBHOOK = "webhook"
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="dispatches"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # A subscription deleted (unsubscribed, or gone at the push service) takes its pushes along.
+    subscription = models.ForeignKey(
+        PushSubscription, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    user_id = models.BigIntegerField(null=True, blank=True)  # whose subscription
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    done_at = models.DateTimeField(null=True, blank=True)
+    # sent, dropped (nothing to say any more), gone, rejected (4xx), refused (address), failed
+    outcome = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(done_at__isnull=True),
+                name="dispatch_due",
+            )
+        ]
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.kind} of {self.notification_id}"

@@ -16,7 +16,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from messaging import delivered, events, metrics, protocol, storage
+from messaging import delivered, events, metrics, protocol, storage, webpush
 from messaging.errors import (
     BadRequest,
     Banned,
@@ -34,6 +34,7 @@ from messaging.models import (
     Membership,
     Message,
     MessageEdit,
+    PushSubscription,
     Reaction,
     ReadReceipt,
 )
@@ -92,7 +93,14 @@ def _join(chat: Chat, user, role=Membership.Role.MEMBER) -> bool:
     """Make `user` a member; False if already one."""
     _, created = Membership.objects.get_or_create(chat=chat, user=user, defaults={"role": role})
     if created:
-        ReadReceipt.objects.get_or_create(chat=chat, user=user)
+        # A newcomer is notified of what is sent from now on, not of the chat's history.
+        receipt, new = ReadReceipt.objects.get_or_create(
+            chat=chat, user=user, defaults={"notified_seq": chat.last_seq}
+        )
+        if not new and receipt.notified_seq < chat.last_seq:
+            ReadReceipt.objects.filter(pk=receipt.pk).update(
+                notified_seq=Greatest("notified_seq", Value(chat.last_seq))
+            )
         record_access_change(user.pk, AccessChange.Kind.ADDED, chat_id=chat.pk)
         events.on_commit(events.notify_membership, user.pk, chat.pk, "added")
     return created
@@ -201,6 +209,41 @@ def set_notifications_muted(*, user, chat_id, muted: bool) -> bool:
                 lambda: events.announce_chat_updated(membership.chat_id, only_user=user.pk)
             )
     return muted
+
+
+@_unavailable_on_database_error
+def subscribe_push(*, user, endpoint: str, p256dh: str, auth: str) -> tuple[PushSubscription, bool]:
+    """Keep a browser's push subscription for `user`. Returns (subscription, created).
+
+    The endpoint must pass `webpush.check_endpoint` (https, public addresses). An endpoint
+    already known is the same browser: it now belongs to `user`, with these keys. Past
+    WEBPUSH_MAX_SUBSCRIPTIONS a user's oldest subscription goes.
+    """
+    webpush.check_endpoint(endpoint)
+    webpush.check_keys(p256dh, auth)
+    with transaction.atomic():
+        subscription, created = PushSubscription.objects.update_or_create(
+            endpoint=endpoint,
+            defaults={"user": user, "p256dh": p256dh, "auth": auth},
+            create_defaults={
+                "user": user,
+                "p256dh": p256dh,
+                "auth": auth,
+                "created_at": timezone.now(),
+            },
+        )
+        extra = PushSubscription.objects.filter(user=user).order_by("-id")[
+            settings.WEBPUSH_MAX_SUBSCRIPTIONS :
+        ]
+        PushSubscription.objects.filter(pk__in=list(extra.values_list("pk", flat=True))).delete()
+    return subscription, created
+
+
+@_unavailable_on_database_error
+def unsubscribe_push(*, user, endpoint: str) -> bool:
+    """Forget `user`'s subscription of that endpoint; False when there was none."""
+    deleted, _ = PushSubscription.objects.filter(user=user, endpoint=endpoint).delete()
+    return bool(deleted)
 
 
 @_unavailable_on_database_error

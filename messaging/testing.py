@@ -97,6 +97,8 @@ class LiveServer(ManagedProcess):
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # Its own process per server: only the tests of notifications ask for it.
+            "NOTIFIER_ENABLED": "0",
             **{name: str(value) for name, value in (env_overrides or {}).items()},
         }
         self.log_path = Path(settings.VAR_DIR) / f"live-{self.port}.log"

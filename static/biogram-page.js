@@ -27,6 +27,7 @@
  */
 
 import { BiogramSocket, sessionTokenSource } from "./biogram-client.js";
+import { enablePush } from "./biogram-push.js";
 
 const PAGE_SIZE = 40;
 const QUICK_EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
@@ -1203,6 +1204,12 @@ function renderNotifyBar() {
     permission === "denied" ? "Notifications are blocked in this browser's site settings." : "";
 }
 
+/** Web Push too (the service worker shows a notification when no page is open): where the
+ * browser has a push service. Without one, the page's own notifications still work. */
+function subscribeToPush() {
+  enablePush({ csrfToken }).catch((error) => console.warn("biogram: push", error));
+}
+
 $("notify-on").addEventListener("click", async () => {
   try {
     await Notification.requestPermission();
@@ -1210,6 +1217,7 @@ $("notify-on").addEventListener("click", async () => {
     console.warn("biogram: notification permission", error);
   }
   renderNotifyBar();
+  if (Notification.permission === "granted") subscribeToPush();
 });
 
 /** A message from someone else older than this was missed while away: no notification for it. */
@@ -1573,6 +1581,7 @@ async function start() {
   }
   renderChatList();
   renderNotifyBar();
+  if (canNotify && Notification.permission === "granted") subscribeToPush(); // kept current
   client.connect();
   followHash();
 }
@@ -1580,3 +1589,4 @@ async function start() {
 window.addEventListener("hashchange", followHash);
 
 start();
+

@@ -192,3 +192,27 @@ class ReadOutput(serializers.Serializer):
     messageId = serializers.CharField(allow_null=True)  # noqa: N815
     seq = serializers.CharField()
     readAt = serializers.DateTimeField(allow_null=True)  # noqa: N815
+
+
+class PushKeysInput(serializers.Serializer):
+    p256dh = serializers.CharField(max_length=100)
+    auth = serializers.CharField(max_length=50)
+
+
+class PushSubscriptionInput(serializers.Serializer):
+    """The browser's `PushSubscription` as its `toJSON()` gives it (`expirationTime` ignored)."""
+
+    endpoint = serializers.CharField(max_length=1000)
+    keys = PushKeysInput()
+
+
+class PushEndpointInput(serializers.Serializer):
+    endpoint = serializers.CharField(max_length=1000)
+
+
+class PushKeyOutput(serializers.Serializer):
+    publicKey = serializers.CharField()  # noqa: N815
+
+
+class PushSubscriptionOutput(serializers.Serializer):
+    endpoint = serializers.CharField()

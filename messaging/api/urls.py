@@ -55,4 +55,6 @@ urlpatterns = [
     path("chats/<id:chat_id>/changes/", views.ChangesView.as_view(), name="chat-changes"),
     path("chats/<id:chat_id>/read/", views.ReadView.as_view(), name="chat-read"),
     path("chats/<id:chat_id>/delivered/", views.DeliveredView.as_view(), name="chat-delivered"),
+    path("push/key/", views.PushKeyView.as_view(), name="push-key"),
+    path("push/subscriptions/", views.PushSubscriptionsView.as_view(), name="push-subscriptions"),
 ]

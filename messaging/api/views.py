@@ -5,10 +5,11 @@ from urllib.parse import urlencode
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging import protocol, ratelimit, selectors, services
+from messaging import protocol, ratelimit, selectors, services, webpush
 from messaging.api.serializers import (
     DIGITS,
     ChangesOutput,
@@ -28,6 +29,10 @@ from messaging.api.serializers import (
     MessageSendInput,
     NotificationsInput,
     NotificationsOutput,
+    PushEndpointInput,
+    PushKeyOutput,
+    PushSubscriptionInput,
+    PushSubscriptionOutput,
     ReadInput,
     ReadOutput,
 )
@@ -132,26 +137,21 @@ class MemberDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _history_links(request, chat, page, query) -> dict:
+def _history_links(request, chat, page, limit: int) -> dict:
     """`next` (the newer messages after the page) and `previous` (the older ones before it), as
-    URLs with the same `limit`, or null where there is nothing."""
-    upward = query.get("after") is not None
-    seqs = [m.seq for m in page.messages]
-    if seqs:
-        newer = page.has_more if upward else seqs[-1] < chat.last_seq
-        older = seqs[0] > 1 if upward else page.has_more
-        newer_from, older_from = seqs[-1], seqs[0]
-    else:
-        newer = older = False
-        newer_from = older_from = None
-    limit = query["limit"]
+    URLs with the same `limit`, or null where there is none. Seqs have no holes (a deleted
+    message keeps its seq), so older ones exist below the page's first seq unless it is 1, and
+    newer ones above its last unless that is the chat's last, whichever cursor the page came from."""
+    if not page.messages:
+        return {"next": None, "previous": None}
+    first, last = page.messages[0].seq, page.messages[-1].seq
 
-    def link(**params):
-        return request.build_absolute_uri(f"{request.path}?{urlencode({**params, 'limit': limit})}")
+    def link(**cursor):
+        return request.build_absolute_uri(f"{request.path}?{urlencode({**cursor, 'limit': limit})}")
 
     return {
-        "next": link(after=newer_from) if newer else None,
-        "previous": link(before=older_from) if older else None,
+        "next": link(after=last) if last < chat.last_seq else None,
+        "previous": link(before=first) if first > 1 else None,
     }
 
 
@@ -177,17 +177,15 @@ class MessageListView(APIView):
     def get(self, request, chat_id):
         query = _validated(HistoryQuery, request.query_params)
         chat = services.access_chat(user=request.user, chat_id=chat_id)
+        limit = min(query["limit"], selectors.HISTORY_MAX_LIMIT)
         page = selectors.history(
-            chat=chat,
-            after=query.get("after"),
-            before=query.get("before"),
-            limit=min(query["limit"], selectors.HISTORY_MAX_LIMIT),
+            chat=chat, after=query.get("after"), before=query.get("before"), limit=limit
         )
         return Response(
             {
                 "results": [protocol.message_data(m) for m in page.messages],
                 "hasMore": page.has_more,
-                **_history_links(request, chat, page, query),
+                **_history_links(request, chat, page, limit),
             }
         )
 
@@ -318,3 +316,40 @@ class DeliveredView(APIView):
         data = _validated(DeliveredInput, request.data)
         position, _ = services.mark_delivered(user=request.user, chat_id=chat_id, seq=data["seq"])
         return Response({"seq": str(position)})
+
+
+class PushKeyView(APIView):
+    """The server's VAPID public key, the `applicationServerKey` of `pushManager.subscribe`."""
+
+    permission_classes = [AllowAny]  # a public key: nothing to hide, and a page may ask first
+
+    @extend_schema(responses=PushKeyOutput)
+    def get(self, request):
+        return Response({"publicKey": webpush.public_key()})
+
+
+class PushSubscriptionsView(APIView):
+    """The caller's Web Push subscriptions: add one (the browser's `PushSubscription`), remove one."""
+
+    @extend_schema(
+        request=PushSubscriptionInput,
+        responses={201: PushSubscriptionOutput, 200: PushSubscriptionOutput},
+    )
+    def post(self, request):
+        data = _validated(PushSubscriptionInput, request.data)
+        subscription, created = services.subscribe_push(
+            user=request.user,
+            endpoint=data["endpoint"],
+            p256dh=data["keys"]["p256dh"],
+            auth=data["keys"]["auth"],
+        )
+        return Response(
+            {"endpoint": subscription.endpoint},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(request=PushEndpointInput, responses={204: None})
+    def delete(self, request):
+        data = _validated(PushEndpointInput, request.data)
+        services.unsubscribe_push(user=request.user, endpoint=data["endpoint"])
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1023,6 +1023,8 @@ REST_PATHS = {
     "/api/chats/{chat_id}/read/",
     "/api/chats/{chat_id}/delivered/",
     "/api/chats/{chat_id}/notifications/",
+    "/api/push/key/",
+    "/api/push/subscriptions/",
 }
 
 

@@ -4,7 +4,9 @@ token error codes, cursor pagination, the user search minimum, error answers in 
 document, and API docs that load nothing from another host."""
 
 import json
+import re
 from datetime import timedelta
+from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -52,6 +54,24 @@ def test_every_method_is_served_without_the_slash_as_with_it(api_client, user, g
     assert (renamed.status_code, sent.status_code, muted.status_code) == (200, 201, 200)
 
 
+def test_no_api_path_without_its_slash_answers_a_redirect_whatever_the_method(
+    api_client, user, chat
+):
+    paths = [*schema_as_served(api_client)["paths"], "/api/schema/", "/api/docs/", "/api/redoc/"]
+    client = api_client.as_user(user)
+
+    answers = {
+        f"{method} {path}": getattr(client, method)(
+            re.sub(r"\{[a-z_]+\}", str(chat.pk), path).rstrip("/"), {}, format="json"
+        ).status_code
+        for path in paths
+        for method in ("get", "post", "put", "patch", "delete")
+    }
+
+    assert {name: code for name, code in answers.items() if 300 <= code < 400} == {}
+    assert answers["post /api/chats/"] == 400  # served as POST /api/chats/, refusing the body
+
+
 def test_an_unknown_api_path_is_a_json_404_not_a_redirect(api_client, user):
     client = api_client.as_user(user)
 
@@ -75,6 +95,27 @@ def test_the_browsable_api_renders_for_a_logged_in_user(user, chat):
     page = response.content.decode()
     assert "Django REST framework" in page
     assert str(chat.pk) in page
+
+
+def test_the_browsable_api_posts_with_the_session_and_its_csrf_token(user, other_user):
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    page = browser.get("/api/chats/", HTTP_ACCEPT="text/html").content.decode()
+    # What the page's own script (rest_framework/js/csrf.js) sends its POST form's content with.
+    drf_csrf = json.loads(re.search(r'id="drf_csrf">(.*?)</script>', page, re.DOTALL).group(1))
+    body = {"title": "From the page", "memberIds": [str(other_user.pk)]}
+
+    forged = browser.post("/api/chats/", body, content_type="application/json")
+    posted = browser.post(
+        "/api/chats/",
+        body,
+        content_type="application/json",
+        headers={drf_csrf["csrfHeaderName"]: drf_csrf["csrfToken"]},
+    )
+
+    assert (forged.status_code, forged.json()["code"]) == (403, "forbidden")
+    assert posted.status_code == 201, posted.content
+    assert Chat.objects.get().title == "From the page"
 
 
 def test_json_is_still_the_default_answer(api_client, user):
@@ -186,6 +227,35 @@ def test_history_links_to_the_older_and_newer_pages(api_client, user, other_user
     assert parse_qs(urlparse(oldest["next"]).query) == {"after": ["1"], "limit": ["3"]}
 
 
+def test_history_links_lead_on_from_a_page_bounded_on_both_sides(
+    api_client, user, other_user, chat
+):
+    for n in range(1, 21):
+        services.send_message(sender=other_user, chat_id=chat.pk, text=f"m{n}")
+    client = api_client.as_user(user)
+
+    gap = client.get(f"/api/chats/{chat.pk}/messages/?after=10&before=15").json()
+    clamped = client.get(f"/api/chats/{chat.pk}/messages/?before=3&limit=1000").json()
+
+    assert ([m["seq"] for m in gap["results"]], gap["hasMore"]) == (["11", "12", "13", "14"], False)
+    assert parse_qs(urlparse(gap["next"]).query) == {"after": ["14"], "limit": ["50"]}
+    assert parse_qs(urlparse(gap["previous"]).query) == {"before": ["11"], "limit": ["50"]}
+    newer = client.get(relative(gap["next"])).json()
+    assert [m["seq"] for m in newer["results"]] == [str(n) for n in range(15, 21)]
+    assert newer["next"] is None
+    assert [m["seq"] for m in clamped["results"]] == ["1", "2"]
+    assert (clamped["previous"], parse_qs(urlparse(clamped["next"]).query)["limit"]) == (
+        None,
+        ["200"],
+    )
+
+
+def test_an_empty_history_page_has_no_links(api_client, user, chat):
+    page = api_client.as_user(user).get(f"/api/chats/{chat.pk}/messages/").json()
+
+    assert page == {"results": [], "hasMore": False, "next": None, "previous": None}
+
+
 # ---------------------------------------------------------------- the OpenAPI document
 
 
@@ -220,15 +290,73 @@ def test_the_error_answers_are_documented_whatever_the_throttle_settings(setting
     assert json.dumps(with_throttles, sort_keys=True) == json.dumps(without, sort_keys=True)
 
 
+class Resources(HTMLParser):
+    """What an HTML page makes a browser fetch: the URLs of its elements, its inline styles and
+    scripts (kept as text, to be searched like the files they load)."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls, self.inline, self._in_text = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [value for name, value in attrs if name in FETCHING_ATTRIBUTES and value]
+        self._in_text = tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._in_text = False
+
+    def handle_data(self, data):
+        if self._in_text:
+            self.inline.append(data)
+
+
+FETCHING_ATTRIBUTES = {"src", "href", "srcset", "spec-url", "data", "poster", "action"}
+CSS_FETCHES = re.compile(r"""url\(\s*['"]?([^'")\s]+)|@import\s+['"]([^'"]+)""")
+FONT_URL = re.compile(
+    r"https?://[^\s'\"`)]*(?:fonts\.googleapis|fonts\.gstatic|typekit|fontawesome|"
+    r"\.woff2?\b|\.ttf\b|\.otf\b|\.eot\b)",
+    re.IGNORECASE,
+)
+CSP_SOURCES_ALLOWED = {"'self'", "'unsafe-inline'", "'none'", "data:", "blob:"}
+
+
+def another_host(url: str) -> bool:
+    parts = urlparse(url)
+    return parts.scheme not in ("", "data", "blob") or parts.netloc not in ("", "testserver")
+
+
+def served(client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return body.decode()
+
+
 @pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
-def test_the_api_docs_are_served_from_this_host(client, path):
+def test_docs_pages_load_nothing_from_another_host(client, path):
     response = client.get(path)
+    page = Resources()
+    page.feed(response.content.decode())
+    assets = {url: served(client, url) for url in page.urls if url.endswith((".js", ".css"))}
+    css = [text for url, text in assets.items() if url.endswith(".css")] + page.inline
+    policy = dict(
+        (directive.split()[0], directive.split()[1:])
+        for directive in response["Content-Security-Policy"].split(";")
+        if directive.strip()
+    )
 
     assert response.status_code == 200
-    page = response.content.decode()
-    assert "fonts.googleapis.com" not in page
-    assert "cdn.jsdelivr.net" not in page
-    assert "/static/drf_spectacular_sidecar/" in page
+    assert [url for url in page.urls if another_host(url)] == []
+    assert any("/static/drf_spectacular_sidecar/" in url for url in assets)
+    fetched_by_css = [
+        next(filter(None, match)) for text in css for match in CSS_FETCHES.findall(text)
+    ]
+    assert [url for url in fetched_by_css if another_host(url)] == []
+    texts = {path: response.content.decode(), **assets}
+    assert [(url, font) for url, text in texts.items() for font in FONT_URL.findall(text)] == []
+    # What a bundle has hard-coded (Redoc's logo from its CDN) the browser may not fetch.
+    assert policy["default-src"] == ["'self'"]
+    assert {source for sources in policy.values() for source in sources} <= CSP_SOURCES_ALLOWED
 
 
 def test_a_user_searching_less_than_two_characters_gets_400(api_client, user, other_user):

@@ -8,9 +8,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import AccessToken
 
-from messaging.models import Chat, Membership, ReadReceipt
+from messaging.models import Chat, Membership, PushSubscription, ReadReceipt
 
 BATCH = 2000
 
@@ -24,8 +25,28 @@ class Command(BaseCommand):
         parser.add_argument("--output", required=True, help="file to write, '-' for stdout")
         parser.add_argument("--token-hours", type=float, default=6.0)
         parser.add_argument("--password", default="bench-password")
+        parser.add_argument(
+            "--notify-members",
+            type=int,
+            default=0,
+            help="also a chat of one announcer and this many members, each with a push subscription",
+        )
+        parser.add_argument(
+            "--push-endpoint", default="", help="their subscriptions' endpoints: this URL + /<i>"
+        )
 
-    def handle(self, *args, users, chat_size, output, token_hours, password, **options):
+    def handle(
+        self,
+        *args,
+        users,
+        chat_size,
+        output,
+        token_hours,
+        password,
+        notify_members,
+        push_endpoint,
+        **options,
+    ):
         if users < 1 or chat_size < 1:
             self.stderr.write("--users and --chat-size must be positive")
             raise SystemExit(2)
@@ -75,10 +96,59 @@ class Command(BaseCommand):
                     "chatId": str(chats[i // chat_size].pk),
                 }
             )
-        text = json.dumps({"users": entries})
+        document = {"users": entries}
+        if notify_members:
+            document["notify"] = self.notify_chat(run, notify_members, push_endpoint, lifetime)
+        text = json.dumps(document)
         if output == "-":
             self.stdout.write(text)
         else:
             with open(output, "w") as handle:
                 handle.write(text)
             self.stderr.write(f"{users} users in {len(chats)} chats written to {output}")
+
+    def notify_chat(self, run: str, members: int, endpoint: str, lifetime) -> dict:
+        """A chat of an announcer and `members` users who are never online, each subscribed to
+        Web Push at `endpoint`/<i> (one key pair for all: the push sink does not decrypt)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from messaging.webpush import b64url
+
+        User = get_user_model()  # noqa: N806
+        point = (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        )
+        now = timezone.now()
+        with transaction.atomic():
+            User.objects.bulk_create(
+                [User(username=f"notify-{run}-{i}", password="!") for i in range(members + 1)],
+                batch_size=BATCH,
+            )
+            people = list(User.objects.filter(username__startswith=f"notify-{run}-"))
+            people.sort(key=lambda user: int(user.username.rsplit("-", 1)[1]))
+            chat = Chat.objects.create(title=f"notify {run}")
+            Membership.objects.bulk_create(
+                [Membership(chat=chat, user=person) for person in people], batch_size=BATCH
+            )
+            ReadReceipt.objects.bulk_create(
+                [ReadReceipt(chat=chat, user=person) for person in people], batch_size=BATCH
+            )
+            PushSubscription.objects.bulk_create(
+                [
+                    PushSubscription(
+                        user=person,
+                        endpoint=f"{endpoint}/{i}",
+                        p256dh=b64url(point),
+                        auth=b64url(secrets.token_bytes(16)),
+                        created_at=now,
+                    )
+                    for i, person in enumerate(people[1:])
+                ],
+                batch_size=BATCH,
+            )
+        token = AccessToken.for_user(people[0])
+        token.set_exp(lifetime=lifetime)
+        return {"chatId": str(chat.pk), "userId": str(people[0].pk), "token": str(token)}
