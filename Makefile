@@ -66,7 +66,9 @@ services:
 test-fast: install-dev js
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -n 2 -m "not live and not cluster and not browser"
 
-## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis.
+## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis (all but the
+## Chromium tests of the page, which run once, in the first pass: they test the page, and every
+## REST and socket path they use is tested on both).
 test: lint test-default test-postgres
 
 test-default: install-dev browser axe js
@@ -74,7 +76,7 @@ test-default: install-dev browser axe js
 
 test-postgres: install-dev services browser nginx axe js
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
-	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db
+	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db -m "not browser"
 
 ## browser: Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser:

@@ -333,11 +333,12 @@ def _read_seq(chat, user) -> int:
     return ReadReceipt.objects.get(chat=chat, user=user).seq
 
 
+@WIDTHS
 def test_the_tab_title_counts_unread_messages_across_chats(
-    open_page, server, user, other_user, third_user, chat
+    open_page, server, user, other_user, third_user, chat, viewport
 ):
     other_chat, _ = services.create_chat(creator=user, member_ids=[third_user.pk])
-    alice = open_page(server, user)
+    alice = open_page(server, user, viewport=viewport)
     assert alice.title() == "Messages · Biogram"
 
     post(server, other_user, chat, "one")
@@ -381,17 +382,18 @@ def test_a_notification_is_asked_for_by_a_button_and_shown_unless_the_chat_is_op
     assert alice.evaluate("location.hash") == f"#chat-{other_chat.pk}"
 
 
+@WIDTHS
 def test_a_chat_muted_from_its_menu_is_stored_on_the_server_and_never_notifies(
-    open_page, server, user, other_user, chat
+    open_page, server, user, other_user, chat, viewport
 ):
-    alice = open_page(server, user, init_script=NOTIFICATION_RECORDER)
+    alice = open_page(server, user, init_script=NOTIFICATION_RECORDER, viewport=viewport)
     alice.click("#notify-on")
     open_chat(alice, chat)
     alice.click("#chat-menu-button")
-    keep_screenshot(alice, "chat-menu-1280")
+    keep_screenshot(alice, f"chat-menu-{viewport['width']}")
     alice.click("#menu-mute")
     assert wait_until(lambda: Membership.objects.get(chat=chat, user=user).notifications_muted)
-    alice.wait_for_selector(f".chat-item[data-chat-id='{chat.pk}'] .muted-icon")
+    alice.wait_for_selector(f".chat-item[data-chat-id='{chat.pk}'] .muted-icon", state="attached")
     alice.click("#back") if visible(alice, "#back") else alice.evaluate("location.hash = ''")
     alice.wait_for_selector("#chat-box", state="hidden")
 
@@ -468,10 +470,11 @@ def test_a_group_is_made_renamed_grown_and_left_from_the_page_and_everyone_sees_
 # ---------------------------------------------------------------- presence
 
 
+@WIDTHS
 def test_presence_shows_unknown_while_the_page_is_not_connected(
-    open_page, server, user, other_user, chat
+    open_page, server, user, other_user, chat, viewport
 ):
-    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}", viewport=viewport)
     open_page(server, other_user)
     alice.wait_for_selector("#chat-presence.online")
     assert alice.text_content("#chat-members") == "online"
@@ -480,7 +483,7 @@ def test_presence_shows_unknown_while_the_page_is_not_connected(
     alice.wait_for_selector("#chat-presence.unknown", timeout=5000)
     assert alice.text_content("#chat-members") == "unknown"
     assert alice.get_attribute(".chat-item .presence", "title") == "unknown"
-    keep_screenshot(alice, "presence-unknown-1280")
+    keep_screenshot(alice, f"presence-unknown-{viewport['width']}")
     server.start()
 
     alice.wait_for_selector(CONNECTED, timeout=45000)
@@ -490,27 +493,32 @@ def test_presence_shows_unknown_while_the_page_is_not_connected(
 # ---------------------------------------------------------------- small things
 
 
-def test_the_no_chats_hint_sits_under_the_search_it_points_to(open_page, server, user):
-    alice = open_page(server, user, viewport=PHONE)
+@WIDTHS
+def test_the_no_chats_hint_sits_under_the_search_it_points_to(open_page, server, user, viewport):
+    alice = open_page(server, user, viewport=viewport)
 
     hint, search = box(alice, "#no-chats"), box(alice, "#user-search")
     assert 0 < hint["y"] - (search["y"] + search["height"]) < 60
 
 
-def test_the_register_form_shows_the_password_rules_before_the_first_try(open_page, server):
-    page = open_page(server, path="/register/", viewport=PHONE)
+@WIDTHS
+def test_the_register_form_shows_the_password_rules_before_the_first_try(
+    open_page, server, viewport
+):
+    page = open_page(server, path="/register/", viewport=viewport)
 
     rules = page.text_content("#id_password1_helptext")
     assert "at least 8 characters" in rules
     assert page.is_visible("#id_password1_helptext")
     assert page.get_attribute("#id_password1", "aria-describedby") == "id_password1_helptext"
-    keep_screenshot(page, "register-390")
+    keep_screenshot(page, f"register-{viewport['width']}")
 
 
+@WIDTHS
 def test_the_composer_grows_with_multiline_text_and_shrinks_after_sending(
-    open_page, server, user, chat
+    open_page, server, user, chat, viewport
 ):
-    alice = open_page(server, user, path=f"/#chat-{chat.pk}")
+    alice = open_page(server, user, path=f"/#chat-{chat.pk}", viewport=viewport)
     alice.wait_for_selector("#chat-box:not([hidden])")
     one_line = box(alice, "#composer-text")["height"]
 
@@ -528,12 +536,13 @@ def test_the_composer_grows_with_multiline_text_and_shrinks_after_sending(
     assert abs(box(alice, "#composer-text")["height"] - one_line) <= 1
 
 
+@WIDTHS
 def test_a_direct_chats_preview_leaves_out_the_other_persons_name(
-    open_page, server, user, other_user, third_user, chat, group_chat
+    open_page, server, user, other_user, third_user, chat, group_chat, viewport
 ):
     services.send_message(sender=other_user, chat_id=chat.pk, text="see you at 8")
     services.send_message(sender=third_user, chat_id=group_chat.pk, text="who brings snacks")
-    alice = open_page(server, user)
+    alice = open_page(server, user, viewport=viewport)
 
     assert alice.text_content(f"[data-chat-id='{chat.pk}'] .chat-preview") == "see you at 8"
     assert (
@@ -544,8 +553,11 @@ def test_a_direct_chats_preview_leaves_out_the_other_persons_name(
     alice.wait_for_selector(f"[data-chat-id='{chat.pk}'] .chat-preview:has-text('You: deal')")
 
 
-def test_the_connection_status_text_has_at_least_4_5_to_1_contrast(open_page, server, user):
-    alice = open_page(server, user)
+@WIDTHS
+def test_the_connection_status_text_has_at_least_4_5_to_1_contrast(
+    open_page, server, user, viewport
+):
+    alice = open_page(server, user, viewport=viewport)
 
     assert_accessible(alice, "connected")
     color = alice.eval_on_selector("#connection", "e => getComputedStyle(e).color")
