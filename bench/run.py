@@ -1126,6 +1126,7 @@ def main(argv=None) -> int:
         }
         Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
         log(f"wrote {args.output}")
+        sys.path.insert(0, str(BENCH.parent))  # run as `python bench/run.py`: the project root
         from bench import charts
 
         chart = charts.draw(document, Path(args.output).with_suffix(".png"))
