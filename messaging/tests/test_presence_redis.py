@@ -16,11 +16,13 @@ pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL"
 
 
 async def other_process_holds(user_id: str, pid: str, last_beat: float):
+    """Write another process's records, its beat last: this process's own heartbeat may sweep at
+    any moment, and a dead process swept before its users were written would vanish unannounced."""
     shared = presence._redis
     client = redis.Redis.from_url(settings.REDIS_URL)
-    await client.zadd(shared._alive, {pid: last_beat})
     await client.hset(shared._user(user_id), pid, 1)
     await client.sadd(shared._process(pid), user_id)
+    await client.zadd(shared._alive, {pid: last_beat})
     for key in (shared._alive, shared._user(user_id), shared._process(pid)):
         await client.expire(key, presence.KEY_TTL)  # nothing of this test outlives it for long
     await client.aclose()
