@@ -16,7 +16,7 @@ from conftest import token_for
 from messaging.models import PushSubscription
 from messaging.tests import test_browser
 from messaging.tests.cluster import call
-from messaging.tests.push_service import Browser, Receiver, b64url, vapid_key_pem
+from messaging.tests.push_service import Browser, b64url, vapid_key_pem
 from messaging.tests.test_browser import wait_until
 
 # The browser tests' fixtures: one Chromium per module, a live server, logged-in pages.
@@ -49,13 +49,6 @@ STAND_IN = """
   PushManager.prototype.getSubscription = async function () { return current; };
 })();
 """
-
-
-@pytest.fixture
-def push_service():
-    service = Receiver().start()
-    yield service
-    service.stop()
 
 
 def test_turn_on_notifications_subscribes_this_browser_and_it_is_pushed_when_away(

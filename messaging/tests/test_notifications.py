@@ -21,7 +21,6 @@ from messaging.testing import free_port
 from messaging.tests.push_service import (
     Browser,
     Received,
-    Receiver,
     b64url,
     vapid_claims,
     vapid_key_pem,
@@ -33,20 +32,6 @@ SUBJECT = "mailto:ops@biogram.test"
 SECRET = "whsec-test-secret"
 KEY_URL = "/api/push/key/"
 SUBSCRIPTIONS_URL = "/api/push/subscriptions/"
-
-
-@pytest.fixture
-def push_service():
-    service = Receiver().start()
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def webhook_receiver():
-    receiver = Receiver(default=200).start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

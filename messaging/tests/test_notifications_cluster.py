@@ -16,26 +16,12 @@ from messaging.tests.cluster import (
     start_servers,
     stop_servers,
 )
-from messaging.tests.push_service import Browser, Receiver, vapid_key_pem
+from messaging.tests.push_service import Browser, vapid_key_pem
 
 pytestmark = CLUSTER_TEST
 
 MEMBERS = 8
 BURSTS = 6
-
-
-@pytest.fixture
-def push_service():
-    service = Receiver().start()
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def webhook_receiver():
-    receiver = Receiver(default=200).start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

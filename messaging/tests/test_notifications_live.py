@@ -15,25 +15,11 @@ import pytest
 from conftest import db_call, token_for
 from messaging.testing import send_and_ack
 from messaging.tests.cluster import call
-from messaging.tests.push_service import Browser, Receiver, vapid_key_pem, webhook_signature_ok
+from messaging.tests.push_service import Browser, vapid_key_pem, webhook_signature_ok
 
 pytestmark = pytest.mark.live
 
 SECRET = "whsec-live"
-
-
-@pytest.fixture
-def push_service():
-    service = Receiver().start()
-    yield service
-    service.stop()
-
-
-@pytest.fixture
-def webhook_receiver():
-    receiver = Receiver(default=200).start()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture
