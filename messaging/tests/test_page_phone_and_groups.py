@@ -261,7 +261,8 @@ def test_messages_have_day_separators_and_are_grouped_by_sender(
     assert re.fullmatch(r"\d{2}:\d{2}", item_time), item_time
 
 
-def test_the_chat_list_shows_yesterday_a_weekday_or_a_date(open_page, server, user):
+@WIDTHS
+def test_the_chat_list_shows_yesterday_a_weekday_or_a_date(open_page, server, user, viewport):
     now = timezone.now()
     expected = {}
     for days_ago, label in [(1, "Yesterday"), (3, None), (30, None)]:
@@ -271,7 +272,7 @@ def test_the_chat_list_shows_yesterday_a_weekday_or_a_date(open_page, server, us
         when = (now - timedelta(days=days_ago)).replace(hour=12)
         set_created_at(message, when)
         expected[chat.pk] = label or (f"{when:%a}" if days_ago < 7 else f"{when:%b} {when.day}")
-    alice = open_page(server, user)
+    alice = open_page(server, user, viewport=viewport)
 
     for chat_id, label in expected.items():
         assert alice.text_content(f".chat-item[data-chat-id='{chat_id}'] .chat-time") == label
@@ -567,9 +568,10 @@ def test_the_connection_status_text_has_at_least_4_5_to_1_contrast(
 # ---------------------------------------------------------------- keyboard
 
 
-def test_every_control_works_from_the_keyboard(open_page, server, user, other_user, chat):
+@WIDTHS
+def test_every_control_works_from_the_keyboard(open_page, server, user, other_user, chat, viewport):
     services.send_message(sender=other_user, chat_id=chat.pk, text="hello there")
-    alice = open_page(server, user)
+    alice = open_page(server, user, viewport=viewport)
     alice.wait_for_selector(".chat-item")
 
     alice.focus(f".chat-item[data-chat-id='{chat.pk}']")
@@ -602,6 +604,10 @@ def test_every_control_works_from_the_keyboard(open_page, server, user, other_us
     alice.keyboard.press("Escape")
     alice.wait_for_selector(".message-menu", state="detached")
 
+    if is_phone(viewport):  # back to the list, from the keyboard too
+        alice.focus("#back")
+        alice.keyboard.press("Enter")
+        alice.wait_for_selector("#new-group", state="visible")
     alice.focus("#new-group")
     alice.keyboard.press("Enter")
     alice.wait_for_selector("#group-dialog[open]")
