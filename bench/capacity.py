@@ -124,6 +124,9 @@ def measure_redis(requests: int) -> dict:
             "no",
             "--dir",
             workdir,
+            # A subscriber slower than redis-benchmark would be cut off at the default 32 MB.
+            "--client-output-buffer-limit",
+            "pubsub 0 0 0",
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -176,6 +179,7 @@ def measure_redis(requests: int) -> dict:
                     subscriber.close()
             results.append({"subscribers": count, "publishesPerSecond": round(rate)})
             log(f"redis: {count} subscriber(s): {rate:,.0f} SPUBLISH/s")
+        inbound = measure_inbound(port, requests // 2)
     finally:
         server.terminate()
         server.wait(10)
@@ -193,7 +197,82 @@ def measure_redis(requests: int) -> dict:
         "steps": results,
         "secondsPerPublish": a,
         "secondsPerSubscriber": b,
+        "processInboundPerSecond": inbound,
     }
+
+
+async def _consume(port: int, channel: str, count: int) -> float:
+    """Receive `count` events as a server process does (redis-py's asyncio pub/sub, orjson,
+    a look-up of the group); returns the seconds from the first to the last."""
+    import asyncio
+
+    import orjson
+    import redis.asyncio as redis
+
+    client = redis.Redis(port=port)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel)
+    groups: dict[str, None] = {}
+    seen, first = 0, None
+
+    async def receive() -> None:
+        nonlocal seen, first
+        while seen < count:
+            # As the server's RedisSubscriber reads (None: the ignored subscribe confirmation).
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is None:
+                continue
+            first = first or time.perf_counter()
+            envelope = orjson.loads(message["data"])
+            groups.get(envelope["g"])  # an event for a chat with no member here is dropped
+            seen += 1
+
+    try:
+        await asyncio.wait_for(receive(), 60)
+    except TimeoutError:
+        raise RuntimeError(f"the subscriber received {seen} of {count} events") from None
+    await pubsub.aclose()
+    await client.aclose()
+    return time.perf_counter() - first
+
+
+def measure_inbound(port: int, count: int) -> int:
+    """Events/s one process can take in from Redis, when it has a member in none of their chats
+    (with every process subscribed to every partition, each receives every event)."""
+    import asyncio
+
+    channel = "{bq}biogram:part:1"
+    payload = '{"o":"other","g":"chat-1","m":{"type":"chat.frame","text":"' + "x" * 340 + '"}}'
+
+    async def run() -> float:
+        consumer = asyncio.ensure_future(_consume(port, channel, count))
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(
+            subprocess.run,
+            [
+                "redis-benchmark",
+                "-p",
+                str(port),
+                "-c",
+                "1",
+                "-P",
+                "16",
+                "-q",
+                "-n",
+                str(count),
+                "PUBLISH",
+                channel,
+                payload,
+            ],
+            capture_output=True,
+            check=True,
+        )
+        return await consumer
+
+    seconds = asyncio.run(run())
+    rate = round(count / seconds)
+    log(f"redis: one process takes in {rate:,} events/s")
+    return rate
 
 
 # ---------------------------------------------------------------- per PostgreSQL core
