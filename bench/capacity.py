@@ -74,6 +74,10 @@ def process_figures(bench_file: Path) -> dict:
     }
 
 
+def with_inbound(process: dict, redis: dict) -> dict:
+    return {**process, "inboundPerSecond": redis["processInboundPerSecond"]}
+
+
 # ---------------------------------------------------------------- per Redis shard
 
 
@@ -395,20 +399,25 @@ def measure_postgres(pg_url: str, seconds: float) -> dict:
 def plan(m: dict, args) -> dict:
     """Processes, Redis shards and database nodes for a load, each at `headroom` of measured."""
     h = args.headroom
-    proc, redis, pg = m["process"], m["redis"], m["postgres"]
+    redis, pg = m["redis"], m["postgres"]
+    proc = with_inbound(m["process"], redis)
     members_online = args.chat_size * args.online
     deliveries = args.messages * members_online
     events = args.messages * args.events_per_message
 
-    by_cpu = deliveries / (h * proc["deliveriesPerSecond"])
+    # Every process takes in every event (it subscribes to every partition): that share of its
+    # core is spent whatever the number of processes; what is left delivers.
+    inbound_share = events / proc["inboundPerSecond"]
+    spare = h - inbound_share
+    by_cpu = deliveries / (spare * proc["deliveriesPerSecond"]) if spare > 0 else math.inf
     budget_kb = (args.process_memory_gb * 1024 - proc["baseRssMB"]) * 1024
     by_memory = args.users * proc["kbPerConnection"] / (h * budget_kb)
     by_storm = args.users / (h * proc["connectsPerSecond"] * args.reconnect_window)
     limits = {"deliveries": by_cpu, "memory": by_memory, "reconnect storm": by_storm}
-    processes = max(1, math.ceil(max(limits.values())))
+    processes = max(1, math.ceil(max(limits.values()))) if spare > 0 else None
 
     # Every process subscribes to every partition: one publish costs a + b * processes.
-    publish_cost = redis["secondsPerPublish"] + redis["secondsPerSubscriber"] * processes
+    publish_cost = redis["secondsPerPublish"] + redis["secondsPerSubscriber"] * (processes or 0)
     shards = max(1, math.ceil(events * publish_cost / h))
 
     writes_cores = args.messages * (1 + args.changes) / pg["store"]["perPostgresCore"]
@@ -425,10 +434,10 @@ def plan(m: dict, args) -> dict:
             "eventsPerSecond": round(events),
         },
         "processes": processes,
+        "inboundShare": round(inbound_share, 3),
         "processesBy": {k: round(v, 2) for k, v in limits.items()},
         "decidedBy": max(limits, key=limits.get),
-        "connectionsPerProcess": math.ceil(args.users / processes),
-        "eventsPerProcessInbound": round(events),
+        "connectionsPerProcess": math.ceil(args.users / processes) if processes else None,
         "redisShards": shards,
         "redisShardLoad": round(events * publish_cost / shards, 2),
         "postgresCores": round(cores, 1),
@@ -446,9 +455,21 @@ def print_plan(result: dict) -> None:
         f"{load['chatSize']} ({load['online']:.0%} online): {load['deliveriesPerSecond']:,} "
         f"deliveries/s, {load['eventsPerSecond']:,} events/s between processes"
     )
-    by = ", ".join(f"{k} {v}" for k, v in result["processesBy"].items())
-    print(f"  server processes: {result['processes']} (by {by}; decided by {result['decidedBy']})")
-    print(f"  connections per process: {result['connectionsPerProcess']:,}")
+    if result["processes"] is None:
+        print(
+            f"  server processes: none suffices: taking in every event would use "
+            f"{result['inboundShare']:.0%} of each process's core (docs/scaling.md: per-chat "
+            "shard channels are the next step)"
+        )
+    else:
+        by = ", ".join(f"{k} {v}" for k, v in result["processesBy"].items())
+        print(
+            f"  server processes: {result['processes']} (by {by}; decided by {result['decidedBy']})"
+        )
+        print(
+            f"  connections per process: {result['connectionsPerProcess']:,}; taking in every "
+            f"event uses {result['inboundShare']:.0%} of each process's core"
+        )
     print(
         f"  Redis Cluster masters: {result['redisShards']} "
         f"(each at {result['redisShardLoad']:.0%} of its one thread)"

@@ -31,3 +31,10 @@ NOTIFICATION_DISPATCHES = Counter(
     "Pushes and webhook calls attempted by this process, by kind and outcome.",
     ["kind", "outcome"],
 )
+SYNC_REQUESTS = Counter(
+    "biogram_sync_requests_total", "Chats asked for by sync frames (one per chat of a frame)."
+)
+SYNC_PAGES_READ = Counter(
+    "biogram_sync_pages_read_total",
+    "Sync pages read from the database: identical requests in a batch share one read.",
+)

@@ -1,11 +1,12 @@
 """Reads of messaging: chat lists, history pages, the chat log since a rev, sync replays, co-members."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.db.models import Count, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from messaging import protocol, storage
+from messaging import metrics, protocol, storage
 from messaging.errors import NotFound, NotMember
 from messaging.models import Chat, Membership, Message, MessageEdit, ReadReceipt
 
@@ -33,46 +34,96 @@ class SyncPage:
     rev: int
     has_more: bool
 
+    @cached_property
+    def replay(self) -> list[str]:
+        """The page's frames, encoded once however many sockets it is replayed to."""
+        return [
+            *(protocol.encode(protocol.message_frame(message)) for message in self.new),
+            *(protocol.encode(protocol.change_frame(message)) for message in self.changed),
+        ]
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """One chat of one `sync` frame: what `user_id` holds of `chat_id`."""
+
+    user_id: int
+    chat_id: object  # an int, or whatever the client sent (never a member of it)
+    held: protocol.SyncFrom
+    limit: int
+
 
 def sync_page(*, user, chat_id, held: protocol.SyncFrom, limit: int) -> SyncPage:
     """What `user` missed of a chat since `held`, at most `limit` messages in all.
 
-    The frames and the summary come from one snapshot of the database, so the
-    summary's rev never claims a change that was not sent. The summary's rev is
-    the highest R such that the client then holds every change up to R: the
-    chat's rev when nothing is left; with more left, the client's own rev when
-    new messages filled the page, else the last change sent; for a client that
-    gave no rev (the version 1 form), the chat's rev when nothing is left, else 0.
-
-    `NotMember` unless `user` is a member of the chat now, read in the same snapshot: the
-    database decides, not what the socket last heard.
+    `NotMember` unless `user` is a member of the chat now (`sync_pages`, for one request).
     """
-    if not isinstance(chat_id, int):  # an id no row can have (protocol.parse_id)
-        raise NotMember()
+    (page,) = sync_pages([SyncRequest(user.pk, chat_id, held, limit)])
+    if isinstance(page, NotMember):
+        raise page
+    return page
+
+
+def sync_pages(requests: list[SyncRequest]) -> list:
+    """A `SyncPage`, or `NotMember`, for each request, read in one snapshot of the database.
+
+    Identical reads are made once: requests for the same chat from the same position
+    (a reconnect storm: every member of a chat missed the same messages) share one
+    page, and its frames are encoded once (`SyncPage.replay`). Membership is read for
+    every request in one query, in the same snapshot: the database decides, not what
+    the socket last heard.
+
+    The summary's rev is the highest R such that the client then holds every change up
+    to R: the chat's rev when nothing is left; with more left, the client's own rev when
+    new messages filled the page, else the last change sent; for a client that gave no
+    rev (the version 1 form), the chat's rev when nothing is left, else 0. The frames
+    and the summary come from the same snapshot, so the rev never claims a change that
+    was not sent.
+    """
+    asked = [r for r in requests if isinstance(r.chat_id, int)]  # protocol.parse_id: else no row
+    pages: dict[tuple, SyncPage] = {}
     with storage.snapshot():
-        if not Membership.objects.filter(chat_id=chat_id, user=user).exists():
-            raise NotMember()
-        chat_rev = Chat.objects.filter(pk=chat_id).values_list("last_rev", flat=True).first() or 0
-        messages = Message.objects.framed().filter(chat_id=chat_id)
-        new = list(messages.filter(seq__gt=held.seq).order_by("seq")[: limit + 1])
-        has_more = len(new) > limit
-        new = new[:limit]
-        changed = []
-        if held.rev is not None and not has_more:
-            room = limit - len(new)
-            changed = list(
-                messages.filter(seq__lte=held.seq, rev__gt=held.rev).order_by("rev")[: room + 1]
-            )
-            has_more = len(changed) > room
-            changed = changed[:room]
+        members = set(
+            Membership.objects.filter(
+                chat_id__in={r.chat_id for r in asked}, user_id__in={r.user_id for r in asked}
+            ).values_list("chat_id", "user_id")
+        )
+        admitted = [r for r in asked if (r.chat_id, r.user_id) in members]
+        wanted = {_page_key(r) for r in admitted}
+        chat_revs = dict(
+            Chat.objects.filter(pk__in={key[0] for key in wanted}).values_list("pk", "last_rev")
+        )
+        for key in wanted:
+            pages[key] = _read_sync_page(*key, chat_rev=chat_revs.get(key[0]) or 0)
+    metrics.SYNC_REQUESTS.inc(len(requests))
+    metrics.SYNC_PAGES_READ.inc(len(pages))
+    admitted_ids = {id(r) for r in admitted}
+    return [pages[_page_key(r)] if id(r) in admitted_ids else NotMember() for r in requests]
+
+
+def _page_key(request: SyncRequest) -> tuple:
+    return (request.chat_id, request.held.seq, request.held.rev, request.limit)
+
+
+def _read_sync_page(chat_id: int, seq: int, rev: int | None, limit: int, *, chat_rev: int):
+    messages = Message.objects.framed().filter(chat_id=chat_id)
+    new = list(messages.filter(seq__gt=seq).order_by("seq")[: limit + 1])
+    has_more = len(new) > limit
+    new = new[:limit]
+    changed = []
+    if rev is not None and not has_more:
+        room = limit - len(new)
+        changed = list(messages.filter(seq__lte=seq, rev__gt=rev).order_by("rev")[: room + 1])
+        has_more = len(changed) > room
+        changed = changed[:room]
     if not has_more:
-        rev = chat_rev
-    elif held.rev is None:
-        rev = 0
+        summary_rev = chat_rev
+    elif rev is None:
+        summary_rev = 0
     else:
-        rev = changed[-1].rev if changed else held.rev
-    last_seq = new[-1].seq if new else held.seq
-    return SyncPage(new=new, changed=changed, last_seq=last_seq, rev=rev, has_more=has_more)
+        summary_rev = changed[-1].rev if changed else rev
+    last_seq = new[-1].seq if new else seq
+    return SyncPage(new=new, changed=changed, last_seq=last_seq, rev=summary_rev, has_more=has_more)
 
 
 def changes(*, chat, since: int, limit: int) -> Page:

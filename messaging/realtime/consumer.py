@@ -24,7 +24,7 @@ from messaging.realtime.access import SocketLogin
 from messaging.realtime.access import watch as access_watch
 from messaging.realtime.batching import CallRunner
 from messaging.realtime.flood import FloodGuard
-from messaging.realtime.loaders import connection_state
+from messaging.realtime.loaders import connection_state, read_sync_page
 from messaging.realtime.socket import SocketConsumer
 from messaging.realtime.typing_indicators import TypingIndicators
 from messaging.realtime.writer import change_writer, writer
@@ -43,7 +43,7 @@ CLOSE_TOO_MANY_SOCKETS = 4029
 # connection was a measurable part of the handshake cost).
 _connection_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
 
-# The socket path's other database calls (read receipts, sync pages): a worker thread with a
+# The socket path's other database calls (read receipts, member lists): a worker thread with a
 # connection that stays open, instead of database_sync_to_async's connect-per-call.
 socket_db = CallRunner(name="socket-db")
 
@@ -236,25 +236,26 @@ class ChatConsumer(SocketConsumer):
         )
 
     async def on_sync(self, frame: protocol.Sync):
-        summary = {}
-        for chat_id, held in frame.chats.items():
-            try:  # membership as the database has it now, not as this socket last heard
-                page = await socket_db.call(
-                    selectors.sync_page,
-                    user=self.user,
-                    chat_id=chat_id,
-                    held=held,
-                    limit=settings.SYNC_MAX_PER_CHAT,
+        # Every chat at once: each joins the sync reader's next batch, where identical reads
+        # of other sockets (a reconnect storm) are made once.
+        pages = await asyncio.gather(
+            *(
+                read_sync_page(
+                    selectors.SyncRequest(self.user.pk, chat_id, held, settings.SYNC_MAX_PER_CHAT)
                 )
-            except NotMember:
+                for chat_id, held in frame.chats.items()
+            ),
+            return_exceptions=True,
+        )
+        summary = {}
+        for chat_id, page in zip(frame.chats, pages, strict=True):
+            if isinstance(page, NotMember):
                 self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
-            replay = [
-                *(protocol.message_frame(message) for message in page.new),
-                *(protocol.change_frame(message) for message in page.changed),
-            ]
-            for replayed in replay:
-                self.send_frame(replayed)
+            if isinstance(page, BaseException):
+                raise page
+            for text in page.replay:
+                self.send_text(text)
                 if self.outbox.backlog > self.outbox.limit // 2:
                     # A replay is our own burst, not a slow reader: wait for the socket.
                     await self.outbox.flushed()

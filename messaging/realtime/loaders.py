@@ -1,13 +1,15 @@
-"""Batched reads of the connect path: what a new socket needs, many sockets per query.
+"""Batched reads of the socket path: what a new socket needs, and what `sync` replays.
 
 A burst of connections (a deploy, a reconnect storm) loads each user's chats
 and co-members in one query per batch instead of one thread hop and three
-queries per socket.
+queries per socket; the `sync` frames that follow are read in batches too, where
+the same page asked for by many sockets (every member of a chat missed the same
+messages) is read and encoded once (`selectors.sync_pages`).
 """
 
 from dataclasses import dataclass
 
-from messaging import storage
+from messaging import selectors, storage
 from messaging.realtime.batching import BatchRunner
 
 
@@ -35,3 +37,12 @@ _runner = BatchRunner(_load, name="connection-loader", max_batch=500)
 async def connection_state(user_id: int) -> ConnectionState:
     """The chats the user is in and the users who share one with them."""
     return await _runner.submit(user_id)
+
+
+# A batch's pages are held in memory together (at most SYNC_MAX_PER_CHAT messages each).
+_sync_reader = BatchRunner(selectors.sync_pages, name="sync-reader", max_batch=100)
+
+
+async def read_sync_page(request: selectors.SyncRequest) -> selectors.SyncPage:
+    """The page `request` asks for (raises `NotMember`), read with the others arriving meanwhile."""
+    return await _sync_reader.submit(request)
