@@ -403,6 +403,62 @@ def attach_late(done: list[dict], previous: dict | None) -> None:
             )
 
 
+def metric_total(servers: list[Server], name: str) -> float:
+    """A counter of /metrics summed over the servers."""
+    total = 0.0
+    for server in servers:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(f"{name} "):
+                    total += float(line.split()[1])
+    return total
+
+
+def measure_storm(name: str, servers: list[Server], env: dict, data: Path, workdir: Path, args):
+    """The reconnect storm: the load step's users were away while --storm-missed messages were
+    stored in each of their chats; all reconnect at once and `sync` (bench/storm.js)."""
+    missed = workdir / f"{name}-missed.json"
+    log(f"[{name}] reconnect storm: {args.storm_missed} messages stored in each chat meanwhile")
+    manage(
+        env,
+        "benchmissed",
+        f"--data={data}",
+        f"--per-chat={args.storm_missed}",
+        f"--output={missed}",
+    )
+    counters = ("biogram_sync_requests_total", "biogram_sync_pages_read_total")
+    before = [metric_total(servers, c) for c in counters]
+    done = subprocess.run(
+        [
+            NODE,
+            str(BENCH / "storm.js"),
+            "--data",
+            str(data),
+            "--missed",
+            str(missed),
+            "--urls",
+            ",".join(s.url for s in servers),
+        ],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"storm.js failed: {done.stderr[-500:]}")
+    result = json.loads(done.stdout)
+    requests, reads = (metric_total(servers, c) - b for c, b in zip(counters, before, strict=True))
+    result["syncRequests"], result["syncPagesRead"] = int(requests), int(reads)
+    result["problemCount"] = sum(result["problems"].values())
+    log(
+        f"[{name}] storm: {result['caughtUp']}/{result['clients']} caught up, all after"
+        f" {result['allCaughtUpMs']} ms; {int(reads)} page reads for {int(requests)} sync requests;"
+        f" problems: {result['problems'] or 'none'}"
+    )
+    return result
+
+
 def summarise_logs(servers: list[Server]) -> dict:
     """Warnings and errors the servers logged (LOG_LEVEL=WARNING: all of it is news)."""
     lines = [line for s in servers for line in s.log_lines()]
@@ -709,6 +765,8 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
             server.wait_ready(http_path="/healthz")
         log(f"[{config}] {processes} server process(es) up: {', '.join(s.url for s in servers)}")
         measure_target(config, servers, data, args, workdir, result)
+        if args.storm_missed:
+            result["storm"] = measure_storm(config, servers, env, data["load"], workdir, args)
         if sink:
             result["notify"] = measure_notify(servers, data["load"], sink, args)
     except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
@@ -852,6 +910,17 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
         ("search stopped at (msg/s)", ("search", "stoppedAt"), 0),
         ("why it stopped", ("search", "stopReason"), 0),
         ("peak RSS (MB)", ("peakRssMB",), 1),
+        (
+            f"storm: {args.users} reconnect, {args.storm_missed} missed a chat: all caught up (ms)",
+            ("storm", "allCaughtUpMs"),
+            0,
+        ),
+        ("storm: caught up p50 (ms)", ("storm", "caughtUpP50Ms"), 0),
+        ("storm: all connected (ms)", ("storm", "allConnectedMs"), 0),
+        ("storm: clients caught up", ("storm", "caughtUp"), 0),
+        ("storm: problems (gaps, duplicates, errors)", ("storm", "problemCount"), 0),
+        ("storm: sync requests", ("storm", "syncRequests"), 0),
+        ("storm: page reads", ("storm", "syncPagesRead"), 0),
         (
             f"ack p50 (ms), {args.notify_rate:g} msg/s, no notifications",
             ("notify", "without", "p50Ms"),
@@ -1018,6 +1087,13 @@ def parse_args(argv=None):
         "--settle-max", type=float, default=30.0, help="seconds to wait for a backlog between steps"
     )
     parser.add_argument("--idle-settle", type=float, default=2.0, help="seconds before idle RSS")
+    parser.add_argument(
+        "--storm-missed",
+        type=int,
+        default=100,
+        help="messages each chat gets while its members are away before the reconnect storm"
+        " (0 skips it)",
+    )
     parser.add_argument(
         "--notify-members",
         type=int,
