@@ -56,6 +56,7 @@ class ChatConsumer(SocketConsumer):
 
     user_key: str | None = None  # the user's id once authenticated
     started = False
+    held_back: list[dict] | None = None  # events that came before the `connect` frame
 
     async def connect(self):
         self.started = True
@@ -67,6 +68,9 @@ class ChatConsumer(SocketConsumer):
         self.expiry: asyncio.TimerHandle | None = None
         self.token_expires_at = self.scope.get("token_expires_at")
         self.online = False
+        # Events of the chats joined before the `connect` frame is sent (reading who is online
+        # waits on Redis) wait here: `connect` is always the first frame.
+        self.held_back: list[dict] | None = []
         await self.accept()
         metrics.CONNECTS.inc()
         metrics.OPEN_SOCKETS.inc()
@@ -129,6 +133,9 @@ class ChatConsumer(SocketConsumer):
                 token_expires_at=self.token_expires_at,
             )
         )
+        held_back, self.held_back = self.held_back, None
+        for event in held_back:
+            self.on_event(event)
         if first:
             events.broadcast_presence(self.user_key, state.co_member_ids, online=True)
         self.schedule_expiry()
@@ -285,6 +292,9 @@ class ChatConsumer(SocketConsumer):
     # ------------------------------------------------------------ group events
 
     def on_event(self, event: dict) -> None:
+        if self.held_back is not None:  # before the `connect` frame
+            self.held_back.append(event)
+            return
         handler = self.event_handlers.get(event["type"])
         if handler is None:
             logger.warning("unknown event %r for a chat connection", event["type"])
