@@ -26,7 +26,7 @@ def database_ready() -> bool:
 
 
 def channel_layer_ready() -> bool:
-    if not settings.REDIS_URL:
+    if not settings.REDIS_SHARED:
         return get_channel_layer() is not None
     return preflight.redis_problem() is None
 

@@ -42,7 +42,9 @@ def database_problem() -> str | None:
 
 
 def redis_problem() -> str | None:
-    """None when Redis answers (or none is configured); else one line naming REDIS_URL."""
+    """None when Redis answers (or none is configured); else one line naming the setting."""
+    if settings.REDIS_CLUSTER_NODES:
+        return _cluster_problem()
     if not settings.REDIS_URL:
         return None
     import redis
@@ -63,6 +65,36 @@ def redis_problem() -> str | None:
             " serving this process's own sockets until it is back"
         )
     return None
+
+
+def _cluster_problem() -> str | None:
+    """None when a node of REDIS_CLUSTER_NODES answers and says the cluster is up."""
+    import redis
+
+    from messaging.realtime.redis_cluster import cluster_nodes
+
+    error: Exception | str = "no node listed"
+    for host, port in cluster_nodes(settings.REDIS_CLUSTER_NODES):
+        client = redis.Redis(
+            host=host,
+            port=port,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+        try:
+            state = client.execute_command("CLUSTER", "INFO")
+            state = state.decode() if isinstance(state, bytes) else str(state)
+            if "cluster_state:ok" in state:
+                return None
+            error = "cluster_state is not ok"
+        except Exception as exc:
+            error = exc
+        finally:
+            client.close()
+    return (
+        f"Redis Cluster at REDIS_CLUSTER_NODES={settings.REDIS_CLUSTER_NODES} is unavailable "
+        f"({_first_line(error)}); serving this process's own sockets until it is back"
+    )
 
 
 def run(*, stderr=None) -> bool:

@@ -134,15 +134,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: in memory (one process) unless REDIS_URL is set.
+# Channel layer: in memory (one process) unless REDIS_URL (one Redis) or REDIS_CLUSTER_NODES
+# (a Redis Cluster: "host:port,host:port,…", any of its nodes) is set.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_CLUSTER_NODES = os.environ.get("REDIS_CLUSTER_NODES", "")
+# Redis Cluster only: the shard channels the chats' events are spread over (a fixed number;
+# every process must use the same). messaging/realtime/redis_cluster.py.
+REDIS_CLUSTER_PARTITIONS = env_int("REDIS_CLUSTER_PARTITIONS", 12)
+# Several processes share chats through Redis (one or a cluster).
+REDIS_SHARED = bool(REDIS_URL or REDIS_CLUSTER_NODES)
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "biogram")
-# Our own layer (messaging/realtime/layer.py): in-process fan-out, and with REDIS_URL one Redis
-# publish per chat event for the other processes (docs/benchmarks.md says why).
+# Our own layer (messaging/realtime/layer.py): in-process fan-out, and with Redis one publish
+# per chat event for the other processes (docs/benchmarks.md says why).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "messaging.realtime.layer.ChatChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL] if REDIS_URL else [], "prefix": CHANNEL_LAYER_PREFIX},
+        "CONFIG": {
+            "hosts": [REDIS_URL] if REDIS_URL and not REDIS_CLUSTER_NODES else [],
+            "cluster_nodes": REDIS_CLUSTER_NODES,
+            "partitions": REDIS_CLUSTER_PARTITIONS,
+            "prefix": CHANNEL_LAYER_PREFIX,
+        },
     }
 }
 

@@ -76,6 +76,145 @@ class ManagedProcess:
         """What to release once the process is gone (subclasses: log files, directories)."""
 
 
+def cluster_port() -> int:
+    """A free port for a cluster node: its bus port (+10000) must be free too, so below 55536."""
+    import random
+
+    for _ in range(1000):
+        port = random.randint(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisCluster:
+    """A Redis Cluster of its own on free ports (`masters` masters, each with `replicas`
+    replicas): `redis-server --cluster-enabled yes` per node, joined by `redis-cli --cluster
+    create`. Nothing is persisted; `stop()` ends every node and removes their directory. Used by
+    the cluster-mode tests and by `make bench` (its `cluster3` configuration)."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000):
+        import tempfile
+
+        self.ports = [cluster_port() for _ in range(masters * (1 + replicas))]
+        self.masters, self.replicas = masters, replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.dir = Path(tempfile.mkdtemp(prefix="biogram-redis-cluster-"))
+        self.processes: dict[int, subprocess.Popen] = {}
+
+    @property
+    def nodes(self) -> str:
+        """The REDIS_CLUSTER_NODES value for this cluster."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start_node(self, port: int) -> None:
+        node_dir = self.dir / str(port)
+        node_dir.mkdir(exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", str(self.node_timeout_ms)),
+                *("--save", "", "--appendonly", "no", "--dir", str(node_dir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self.cli(port, "PING") == "PONG", timeout=10, what=f"redis {port}")
+
+    def cli(self, port: int, *command: str, timeout: float = 10) -> str:
+        result = subprocess.run(
+            ["redis-cli", "-p", str(port), *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return result.stdout.strip()
+
+    def start(self) -> "RedisCluster":
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            created = subprocess.run(
+                [
+                    *("redis-cli", "--cluster", "create"),
+                    *(f"127.0.0.1:{port}" for port in self.ports),
+                    *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-800:]}")
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def info(self, port: int) -> dict[str, str]:
+        lines = self.cli(port, "CLUSTER", "INFO").splitlines()
+        return dict(line.split(":", 1) for line in lines if ":" in line)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Every running node says cluster_state:ok and sees every slot served."""
+
+        def healthy() -> bool:
+            for port, process in self.processes.items():
+                if process.poll() is not None:
+                    continue
+                info = self.info(port)
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return False
+            return True
+
+        wait_until(healthy, timeout=timeout, what="the Redis Cluster to be healthy", interval=0.2)
+
+    def node_table(self) -> list[dict]:
+        """CLUSTER NODES as dicts: id, port, role (master/slave), master id, slots (ranges)."""
+        alive = next(p for p, proc in self.processes.items() if proc.poll() is None)
+        rows = []
+        for line in self.cli(alive, "CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            rows.append(
+                {
+                    "id": parts[0],
+                    "port": int(parts[1].split("@")[0].rsplit(":", 1)[1]),
+                    "role": "master" if "master" in parts[2] else "slave",
+                    "failed": "fail" in parts[2],
+                    "master": parts[3],
+                    "slots": parts[8:],
+                }
+            )
+        return rows
+
+    def masters_ports(self) -> list[int]:
+        return sorted(
+            r["port"] for r in self.node_table() if r["role"] == "master" and not r["failed"]
+        )
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (its replica is promoted after the node timeout)."""
+        process = self.processes[port]
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        import shutil
+
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class LiveServer(ManagedProcess):
     """A `manage.py serve` process on a free port, sharing the test database (`runserver=True`:
     Django's development server on daphne instead, as `make dev` runs it)."""

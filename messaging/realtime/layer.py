@@ -45,6 +45,7 @@ from channels.layers import BaseChannelLayer
 
 from messaging import metrics
 from messaging.realtime.redis_bridge import RedisPublisher, RedisSubscriber, redis_client
+from messaging.realtime.redis_cluster import Partitions, ShardedSubscriber, cluster_client
 from messaging.realtime.sequencer import Sequencer
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,25 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class ChatChannelLayer(BaseChannelLayer):
     extensions = ["groups", "flush"]
 
-    def __init__(self, hosts=None, prefix="biogram", capacity=1000, expiry=60, **kwargs):
+    def __init__(
+        self,
+        hosts=None,
+        prefix="biogram",
+        capacity=1000,
+        expiry=60,
+        cluster_nodes=None,
+        partitions=12,
+        **kwargs,
+    ):
         super().__init__(expiry=expiry, capacity=capacity, **kwargs)
         self.process_id = secrets.token_hex(6)
         self.serial = itertools.count(1)
         self.prefix = prefix
-        self.redis_url = hosts[0] if hosts else None
+        # Redis Cluster (redis_cluster.py) when `cluster_nodes` ("host:port,…"), else one Redis.
+        self.cluster_nodes = cluster_nodes or None
+        self.partitions = Partitions(prefix, partitions) if self.cluster_nodes else None
+        # Set when processes are bridged (one Redis or a cluster).
+        self.redis_url = (hosts[0] if hosts else None) or self.cluster_nodes
         self.channels: dict[str, asyncio.Queue] = {}
         self.groups: dict[str, dict[str, None]] = {}
         self.sinks: dict[str, Callable[[dict], None]] = {}
@@ -320,17 +334,26 @@ class _Bridge:
 
     def __init__(self, layer: ChatChannelLayer, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        client = redis_client(layer.redis_url)
-        self.publisher = RedisPublisher(
-            client, prefix=layer.prefix, origin=layer.process_id, loop=loop
-        )
-        self.subscriber = RedisSubscriber(
-            client,
-            prefix=layer.prefix,
-            loop=loop,
-            channels={f"p:{layer.process_id}"},
-            on_message=layer._receive_remote,
-        )
+        own = {f"p:{layer.process_id}"}
+        if layer.partitions is not None:
+            client = cluster_client(layer.cluster_nodes)
+            self.subscriber = ShardedSubscriber(
+                client,
+                partitions=layer.partitions,
+                loop=loop,
+                channels=own,
+                on_message=layer._receive_remote,
+            )
+        else:
+            client = redis_client(layer.redis_url)
+            self.subscriber = RedisSubscriber(
+                client,
+                prefix=layer.prefix,
+                loop=loop,
+                channels=own,
+                on_message=layer._receive_remote,
+            )
+        self.publisher = _publisher(layer, client, loop)
         self.client = client
 
     async def close(self) -> None:
@@ -340,6 +363,19 @@ class _Bridge:
             await self.client.aclose()
         except Exception:
             logger.debug("closing the redis client failed", exc_info=True)
+
+
+def _publisher(layer: ChatChannelLayer, client, loop) -> RedisPublisher:
+    """PUBLISH on `<prefix>:<name>` (one Redis), or SPUBLISH on the name's partition (cluster)."""
+    partitions = layer.partitions
+    return RedisPublisher(
+        client,
+        prefix=layer.prefix,
+        origin=layer.process_id,
+        loop=loop,
+        channel_of=partitions.channel_of if partitions is not None else None,
+        sharded=partitions is not None,
+    )
 
 
 class _DetachedPublisher:
@@ -352,12 +388,12 @@ class _DetachedPublisher:
             target=self.loop.run_forever, name="layer-publisher", daemon=True
         )
         self.thread.start()
-        self.publisher = RedisPublisher(
-            redis_client(layer.redis_url),
-            prefix=layer.prefix,
-            origin=layer.process_id,
-            loop=self.loop,
+        client = (
+            cluster_client(layer.cluster_nodes)
+            if layer.partitions
+            else redis_client(layer.redis_url)
         )
+        self.publisher = _publisher(layer, client, self.loop)
         atexit.register(self.flush, EXIT_FLUSH_SECONDS)
 
     def publish_many(self, pairs: tuple) -> None:

@@ -25,7 +25,8 @@ from django.conf import settings
 from biogram.logging import process_task
 from messaging import events
 from messaging.realtime.loaders import connection_state
-from messaging.realtime.redis_bridge import raise_if_cancelled, redis_client, redis_outage
+from messaging.realtime.redis_bridge import raise_if_cancelled, redis_outage
+from messaging.realtime.redis_cluster import shared_client
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ async def connected(user_id, *, limit: int | None = None) -> bool:
     if limit is not None and _connections[key] >= limit:
         raise TooManySockets()
     _connections[key] += 1
-    if _redis is None or not settings.REDIS_URL:
+    if _redis is None or not settings.REDIS_SHARED:
         return _connections[key] == 1
     first, total = await _redis.claim(key)
     if limit is not None and total > limit:
@@ -69,7 +70,7 @@ async def disconnected(user_id) -> bool:
     else:
         _connections.pop(key, None)
         last_here = True
-    if _redis is None or not settings.REDIS_URL:
+    if _redis is None or not settings.REDIS_SHARED:
         return last_here
     gone = await _redis.release(key)
     return last_here and gone
@@ -77,7 +78,7 @@ async def disconnected(user_id) -> bool:
 
 async def online_among(user_ids) -> list[str]:
     keys = [str(user_id) for user_id in user_ids]
-    if _redis is not None and settings.REDIS_URL:
+    if _redis is not None and settings.REDIS_SHARED:
         online = await _redis.online(keys)
     else:
         online = {key for key in keys if key in _connections}
@@ -92,8 +93,7 @@ def reset() -> None:
 class RedisPresence:
     """The shared half of presence, in Redis."""
 
-    def __init__(self, url: str, prefix: str):
-        self.url = url
+    def __init__(self, prefix: str):
         self.prefix = f"{prefix}:presence"
         self.loop = None
         self.client = None
@@ -105,7 +105,7 @@ class RedisPresence:
         if self.loop is not loop:
             self.loop = loop
             self.live_cache = None
-            self.client = redis_client(self.url)
+            self.client = shared_client()
             self.heart = process_task(loop, self._beat(), name="presence-heartbeat")
         return self.client
 
@@ -251,6 +251,4 @@ async def _announce_offline(user_ids: list[str]) -> None:
         events.broadcast_presence(user_id, state.co_member_ids, online=False)
 
 
-_redis = (
-    RedisPresence(settings.REDIS_URL, settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_URL else None
-)
+_redis = RedisPresence(settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_SHARED else None

@@ -95,11 +95,24 @@ class RedisPublisher:
     """Publishes in the order asked, pipelined, from one task; drops what waits if Redis stays down
     (it is stored; clients `sync`)."""
 
-    def __init__(self, client, *, prefix: str, origin: str, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        client,
+        *,
+        prefix: str,
+        origin: str,
+        loop: asyncio.AbstractEventLoop,
+        channel_of: Callable[[str], str] | None = None,
+        sharded: bool = False,
+    ):
         self.client = client
         self.prefix = prefix
         self.origin = origin
         self.loop = loop
+        # A layer name ("g:<group>", "p:<process>") → the Redis channel it is published on;
+        # `sharded`: SPUBLISH (Redis Cluster: redis_cluster.Partitions), else PUBLISH.
+        self.channel_of = channel_of or (lambda name: f"{prefix}:{name}")
+        self.sharded = sharded
         self.outgoing: deque[tuple[str, bytes]] = deque()
         self.task: asyncio.Task | None = None
 
@@ -110,7 +123,7 @@ class RedisPublisher:
             metrics.LAYER_SEND_FAILURES.inc()
             logger.warning("redis publish queue full; the oldest event was dropped")
         data = orjson.dumps({"o": self.origin, **payload})
-        self.outgoing.append((f"{self.prefix}:{name}", data))
+        self.outgoing.append((self.channel_of(name), data))
         if self.task is None:
             self.task = process_task(self.loop, self._publish_queued(), name="redis-publisher")
 
@@ -127,8 +140,9 @@ class RedisPublisher:
                 batch = list(self.outgoing)
                 try:
                     async with self.client.pipeline(transaction=False) as pipe:
+                        publish = pipe.spublish if self.sharded else pipe.publish
                         for key, data in batch:
-                            pipe.publish(key, data)
+                            publish(key, data)
                         await pipe.execute()
                 except Exception as exc:
                     if attempt >= len(RECONNECT_DELAYS):
