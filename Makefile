@@ -37,9 +37,12 @@ run: install
 
 ## cluster: N processes (default 2) on PORT, PORT+1, … sharing DATABASE_URL and REDIS_URL (default:
 ## this machine's PostgreSQL database `biogram`, created if missing, and Redis db 0); NGINX=1 puts
-## nginx in front on NGINX_PORT (8080). Foreground; Ctrl-C stops all. docs/deployment.md.
+## nginx in front on NGINX_PORT (8080); REDIS_CLUSTER=1 shares a Redis Cluster instead: the one
+## REDIS_CLUSTER_NODES names, or three masters and three replicas started on REDIS_CLUSTER_PORT
+## (7000) to +5. Foreground; Ctrl-C stops all. docs/deployment.md.
 cluster: install $(if $(and $(DATABASE_URL),$(REDIS_URL)),,services) $(if $(filter 1,$(NGINX)),nginx)
-	N="$(N)" NGINX="$(NGINX)" NGINX_PORT="$(NGINX_PORT)" deploy/cluster.sh
+	N="$(N)" NGINX="$(NGINX)" NGINX_PORT="$(NGINX_PORT)" REDIS_CLUSTER="$(REDIS_CLUSTER)" \
+	REDIS_CLUSTER_PORT="$(REDIS_CLUSTER_PORT)" deploy/cluster.sh
 
 ## dev: Django's autoreloading runserver (daphne), for development only.
 dev: install
