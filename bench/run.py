@@ -42,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+if str(ROOT) not in sys.path:  # run as `python bench/run.py`: the project's packages too
+    sys.path.insert(0, str(ROOT))
 PY = sys.executable
 NODE = shutil.which("node") or "/usr/bin/node"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -53,7 +55,10 @@ CONFIGS = {
     "default": "SQLite + in-memory channel layer, one process",
     "pg1": "PostgreSQL + Redis, one process",
     "pg2": "PostgreSQL + Redis, two processes (chats span both)",
+    "pg3": "PostgreSQL + Redis, three processes (chats span all three)",
+    "cluster3": "PostgreSQL + a Redis Cluster of 3 masters and 3 replicas, three processes",
 }
+PROCESSES = {"pg2": 2, "pg3": 3, "cluster3": 3}
 
 
 def log(message: str) -> None:
@@ -707,7 +712,14 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
     base_env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "CHANNEL_LAYER_PREFIX", "DJANGO_SETTINGS_MODULE"}
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "REDIS_CLUSTER_NODES",
+            "CHANNEL_LAYER_PREFIX",
+            "DJANGO_SETTINGS_MODULE",
+        }
     }
     var_dir = workdir / f"var-{config}"
     env = {
@@ -719,8 +731,8 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         "WEBPUSH_ALLOW_INSECURE": "1",
         "NOTIFY_DELAY_MS": str(args.notify_delay_ms),
     }
-    database = prefix = None
-    if config in {"pg1", "pg2"}:
+    database = prefix = redis_cluster = None
+    if config != "default":
         database = f"biogram_bench_{os.getpid()}_{config}"
         prefix = f"biogram-bench-{os.getpid()}-{config}-{secrets.token_hex(3)}"
         env["DATABASE_URL"] = f"{args.pg_url}/{database}"
@@ -749,7 +761,14 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
                 f"--output={data[kind]}",
                 *extra,
             )
-        processes = 2 if config == "pg2" else 1
+        if config == "cluster3":
+            from messaging.testing import RedisCluster
+
+            redis_cluster = RedisCluster(masters=3, replicas=1).start()
+            env["REDIS_CLUSTER_NODES"] = redis_cluster.nodes
+            env.pop("REDIS_URL")
+            log(f"[{config}] Redis Cluster of 3 masters and 3 replicas on {redis_cluster.nodes}")
+        processes = PROCESSES.get(config, 1)
         for i in range(processes):
             port = free_port()
             servers.append(
@@ -782,7 +801,9 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         if database:
             with contextlib.suppress(Exception):
                 pg_admin(args.pg_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        if prefix:
+        if redis_cluster is not None:
+            redis_cluster.stop()
+        elif prefix:
             redis_cleanup(args.redis_url, prefix)
     return result
 
@@ -1202,7 +1223,6 @@ def main(argv=None) -> int:
         }
         Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
         log(f"wrote {args.output}")
-        sys.path.insert(0, str(BENCH.parent))  # run as `python bench/run.py`: the project root
         from bench import charts
 
         chart = charts.draw(document, Path(args.output).with_suffix(".png"))
