@@ -144,6 +144,9 @@ REDIS_CLUSTER_PARTITIONS = env_int("REDIS_CLUSTER_PARTITIONS", 12)
 # Several processes share chats through Redis (one or a cluster).
 REDIS_SHARED = bool(REDIS_URL or REDIS_CLUSTER_NODES)
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "biogram")
+# With Redis: how often each process beats in the presence keys; a process silent for three
+# beats is taken for dead, and its users are announced offline (messaging/realtime/presence.py).
+PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 5.0)
 # Our own layer (messaging/realtime/layer.py): in-process fan-out, and with Redis one publish
 # per chat event for the other processes (docs/benchmarks.md says why).
 CHANNEL_LAYERS = {

@@ -120,6 +120,9 @@ class RedisCluster:
                 *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
                 *("--cluster-node-timeout", str(self.node_timeout_ms)),
+                # A replica fails over however long ago it last heard its master (the default
+                # refuses when a busy machine delayed it), as a test or benchmark needs.
+                *("--cluster-replica-validity-factor", "0"),
                 *("--save", "", "--appendonly", "no", "--dir", str(node_dir)),
             ],
             stdout=subprocess.DEVNULL,
@@ -162,8 +165,9 @@ class RedisCluster:
         lines = self.cli(port, "CLUSTER", "INFO").splitlines()
         return dict(line.split(":", 1) for line in lines if ":" in line)
 
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Every running node says cluster_state:ok and sees every slot served."""
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Every running node says cluster_state:ok and sees every slot served, and every replica
+        has its master's data (a replica that never synced would not take over)."""
 
         def healthy() -> bool:
             for port, process in self.processes.items():
@@ -171,6 +175,9 @@ class RedisCluster:
                     continue
                 info = self.info(port)
                 if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return False
+                replication = self.cli(port, "INFO", "replication")
+                if "role:slave" in replication and "master_link_status:up" not in replication:
                     return False
             return True
 

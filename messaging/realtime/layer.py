@@ -375,6 +375,7 @@ def _publisher(layer: ChatChannelLayer, client, loop) -> RedisPublisher:
         loop=loop,
         channel_of=partitions.channel_of if partitions is not None else None,
         sharded=partitions is not None,
+        refresh=client.nodes_manager.initialize if partitions is not None else None,
     )
 
 

@@ -30,8 +30,8 @@ from messaging.realtime.redis_cluster import shared_client
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT = 5.0
-DEAD_AFTER = 15.0
+HEARTBEAT = settings.PRESENCE_HEARTBEAT_SECONDS
+DEAD_AFTER = 3 * HEARTBEAT  # three beats missed
 KEY_TTL = 60  # seconds; every beat renews it, so the keys vanish once no process runs
 
 _connections: Counter = Counter()

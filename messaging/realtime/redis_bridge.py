@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -104,6 +104,7 @@ class RedisPublisher:
         loop: asyncio.AbstractEventLoop,
         channel_of: Callable[[str], str] | None = None,
         sharded: bool = False,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ):
         self.client = client
         self.prefix = prefix
@@ -113,6 +114,9 @@ class RedisPublisher:
         # `sharded`: SPUBLISH (Redis Cluster: redis_cluster.Partitions), else PUBLISH.
         self.channel_of = channel_of or (lambda name: f"{prefix}:{name}")
         self.sharded = sharded
+        # After a failed publish, before the retry: re-read where things are (a cluster's slot
+        # map, which redis-py's pipeline refreshes only every few errors).
+        self.refresh = refresh
         self.outgoing: deque[tuple[str, bytes]] = deque()
         self.task: asyncio.Task | None = None
 
@@ -153,6 +157,9 @@ class RedisPublisher:
                         attempt = 0
                         continue
                     attempt = await retry_pause(attempt, exc)
+                    if self.refresh is not None:
+                        with contextlib.suppress(Exception):
+                            await self.refresh()
                     continue
                 redis_outage.recovered()
                 attempt = 0

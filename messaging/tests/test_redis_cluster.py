@@ -68,10 +68,10 @@ def own_cluster(transactional_db):
     """A cluster and three processes of the test's own, to break: `(cluster, servers)`."""
     made = []
 
-    def start(name: str):
+    def start(name: str, **env):
         cluster = RedisCluster(masters=3, replicas=1).start()
         made.append(cluster)
-        servers = start_servers(3, server_env(cluster, name))
+        servers = start_servers(3, {**server_env(cluster, name), **env})
         made.append(servers)
         return cluster, servers
 
@@ -121,7 +121,9 @@ def test_partition_tags_put_each_partition_in_its_own_share_of_the_slots():
     assert sorted(naive.count(third) for third in range(3)) == [3, 3, 6]
 
 
-async def test_the_partitions_split_evenly_over_the_masters(trio, redis_cluster):
+async def test_the_partitions_split_evenly_over_the_masters(trio, redis_cluster, open_socket, user):
+    for server in trio:  # a process subscribes once it serves a socket
+        await open_socket(server, user)
     masters = redis_cluster.masters_ports()
     counts = {}
     deadline = time.monotonic() + 10
@@ -289,7 +291,8 @@ async def test_a_master_killed_mid_traffic_is_followed_to_its_promoted_replica_a
     sending = asyncio.create_task(traffic_until(stop_sending, alice, chat.pk, "alice", acked))
     await asyncio.sleep(1.0)
 
-    before = max((seq for seq, _ in held.values()), default=0)
+    # Recovered: bob receives live a message alice sent after the kill.
+    before = max(int(message["seq"]) for message in acked.values())
     killed_at = time.monotonic()
     await asyncio.to_thread(cluster.kill, master)
     deadline = killed_at + 60
@@ -307,7 +310,11 @@ async def test_a_master_killed_mid_traffic_is_followed_to_its_promoted_replica_a
     await sync_the_rest(bob, chat.pk, held)
 
     stored = await db_call(stored_seqs)(chat)
-    assert recovered_at is not None, "delivery never resumed after the failover"
+    assert recovered_at is not None, (
+        f"delivery never resumed after the failover: slot {slot} on {owner_port(cluster, slot)}"
+        f" (was {master}); {len(acked)} acknowledged, bob's last seqs"
+        f" {sorted(seq for seq, _ in held.values())[-5:]}"
+    )
     print(f"\nfailover: live delivery resumed {recovered_at - killed_at:.1f} s after the SIGKILL")
     assert owner_port(cluster, slot) not in (None, master)
     assert sorted(seq for seq, _ in held.values()) == stored == list(range(1, len(stored) + 1))
@@ -367,7 +374,8 @@ async def test_a_slot_migrated_under_load_is_followed_and_sync_loses_nothing(
 async def test_a_user_whose_only_process_was_killed_is_announced_offline(
     own_cluster, open_socket, user, other_user, chat
 ):
-    _cluster, (a, _b, c) = own_cluster("presence")
+    # A beat a second: the dead process is noticed after 3 s instead of 15 (the same sweep).
+    _cluster, (a, _b, c) = own_cluster("presence", PRESENCE_HEARTBEAT_SECONDS=1)
     alice = await open_socket(a, user)
     await open_socket(c, other_user)
     await alice.receive_type("connect", userId=str(other_user.pk))
