@@ -490,7 +490,7 @@ def test_one_batch_of_changes_numbers_each_change_and_keeps_each_frame_as_it_was
             ],
         ),
     ]
-    stored = Message.objects.framed().get(pk=message.pk)
+    stored = Message.objects.framed(message.chat_id).get(pk=message.pk)
     assert stored.rev == 6
     assert protocol.message_data(stored)["reactions"] == seen[-1][2]
 
@@ -545,7 +545,7 @@ def test_restore_brings_back_the_text_and_edit_history_but_not_the_reactions(
     assert services.delete_message(message=message, moderator=other_user)
     assert services.restore_message(message=message, moderator=other_user)
 
-    restored = Message.objects.framed().get(pk=message.pk)
+    restored = Message.objects.framed(message.chat_id).get(pk=message.pk)
     assert protocol.message_data(restored)["text"] == "second"
     assert protocol.message_data(restored)["reactions"] == []
     assert [e["text"] for e in selectors.edit_history(restored)] == ["first", "second"]
