@@ -151,13 +151,14 @@ def test_retry_with_same_client_message_id_returns_the_stored_message(user, chat
     assert chat.last_seq == 1
 
 
-def test_client_message_id_reused_in_another_chat_is_bad_request(user, chat, group_chat):
-    send(chat, user, "here", client_message_id="m-1")
+def test_client_message_id_reused_in_another_chat_is_another_message(user, chat, group_chat):
+    here = send(chat, user, "here", client_message_id="m-1")
 
-    with pytest.raises(BadRequest):
-        send(group_chat, user, "there", client_message_id="m-1")
+    there = send(group_chat, user, "there", client_message_id="m-1")
 
-    assert Message.objects.count() == 1
+    assert here.pk != there.pk
+    assert (there.chat_id, there.seq, there.text) == (group_chat.pk, 1, "there")
+    assert Message.objects.count() == 2
 
 
 def test_client_message_id_is_unique_per_sender_not_globally(user, other_user, chat):
