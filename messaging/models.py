@@ -68,8 +68,10 @@ class MessageQuerySet(models.QuerySet):
     def with_reply_to_seq(self, *chat_ids):
         """Messages of these chats, each with the seq of the message it answers
         (`reply_to_seq`), read in the same chat: a subquery by (chat, id), not a join by id."""
-        replied = Message.objects.filter(chat_id__in=chat_ids).filter(
-            chat_id=models.OuterRef("chat_id"), pk=models.OuterRef("reply_to_id")
+        replied = (
+            Message.objects.filter(chat_id__in=chat_ids)
+            .filter(chat_id=models.OuterRef("chat_id"), pk=models.OuterRef("reply_to_id"))
+            .order_by()
         )
         return self.filter(chat_id__in=chat_ids).annotate(
             reply_to_seq=models.Subquery(replied.values("seq")[:1])

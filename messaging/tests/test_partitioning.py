@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging import protocol, selectors, services, storage
+from messaging.errors import NotFound
 from messaging.models import Message, MessageEdit, Reaction, ReadReceipt
 
 PARTITIONS = importlib.import_module(
@@ -96,6 +97,42 @@ def test_the_database_keeps_client_message_ids_unique_per_chat_and_sender(user, 
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Message.objects.create(chat=chat, seq=2, rev=2, **fields)
+
+
+# ---------------------------------------------------------------- integrity held in the transaction
+
+
+def test_a_reply_to_a_message_of_another_chat_is_not_found_and_stores_nothing(
+    user, chat, group_chat
+):
+    elsewhere = send(group_chat, user, "in the group")
+
+    with pytest.raises(NotFound):
+        send(chat, user, "answer", reply_to=elsewhere.pk)
+
+    assert not Message.objects.filter(chat=chat).exists()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"action": services.Action.REACT, "emoji": "👍"},
+        {"action": services.Action.EDIT, "text": "changed"},
+        {"action": services.Action.DELETE},
+    ],
+    ids=["react", "edit", "delete"],
+)
+def test_a_change_naming_a_message_of_another_chat_is_not_found_and_writes_nothing(
+    change, user, chat, group_chat
+):
+    elsewhere = send(group_chat, user, "in the group")
+
+    with pytest.raises(NotFound):
+        services.change_message(services.Change(user, chat.pk, elsewhere.pk, **change))
+
+    elsewhere.refresh_from_db()
+    assert (elsewhere.text, elsewhere.deleted_at, elsewhere.rev) == ("in the group", None, 1)
+    assert not Reaction.objects.exists() and not MessageEdit.objects.exists()
 
 
 # ---------------------------------------------------------------- the schema (PostgreSQL)
