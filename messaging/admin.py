@@ -188,7 +188,9 @@ class MessageAdmin(ModerationAdmin):
     @admin.display(description="edit history")
     def edit_history(self, message):
         """Every earlier text with the time it was set, oldest first (kept after a deletion)."""
-        earlier = MessageEdit.objects.filter(message=message).order_by("id")
+        earlier = MessageEdit.objects.filter(chat_id=message.chat_id, message=message).order_by(
+            "id"
+        )
         if not earlier:
             return "Never edited."
         rows = format_html_join(
@@ -204,7 +206,9 @@ class MessageAdmin(ModerationAdmin):
     def reactions(self, message):
         """Each emoji with who reacted, in order of first use (a deletion removes them)."""
         by_emoji: dict[str, list[str]] = {}
-        for reaction in Reaction.objects.filter(message=message).select_related("user"):
+        for reaction in Reaction.objects.filter(
+            chat_id=message.chat_id, message=message
+        ).select_related("user"):
             by_emoji.setdefault(reaction.emoji, []).append(reaction.user.username)
         if not by_emoji:
             return "None."

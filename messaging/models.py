@@ -65,13 +65,33 @@ class Membership(models.Model):
 
 
 class MessageQuerySet(models.QuerySet):
-    def framed(self):
-        """Messages with what their protocol object needs besides their row: the seq of the
-        message each answers (`reply_to_seq`) and their reactions (`reaction_rows`, by id)."""
-        return self.annotate(reply_to_seq=models.F("reply_to__seq")).prefetch_related(
+    def with_reply_to_seq(self, *chat_ids):
+        """Messages of these chats, each with the seq of the message it answers
+        (`reply_to_seq`), read in the same chat: a subquery by (chat, id), not a join by id."""
+        replied = (
+            Message.objects.filter(chat_id__in=chat_ids)
+            .filter(chat_id=models.OuterRef("chat_id"), pk=models.OuterRef("reply_to_id"))
+            .order_by()
+        )
+        return self.filter(chat_id__in=chat_ids).annotate(
+            reply_to_seq=models.Subquery(replied.values("seq")[:1])
+        )
+
+    def framed(self, *chat_ids):
+        """Messages of these chats with what their protocol object needs besides their row: the
+        seq of the message each answers (`reply_to_seq`) and their reactions (`reaction_rows`,
+        by id).
+
+        Every read names its chats, so that on PostgreSQL the messages, the messages replied
+        to and the reactions are each read from the chats' partitions alone
+        (docs/architecture.md, "Storage partitioned by chat").
+        """
+        return self.with_reply_to_seq(*chat_ids).prefetch_related(
             models.Prefetch(
                 "reactions",
-                queryset=Reaction.objects.order_by("id").only("message", "emoji", "user"),
+                queryset=Reaction.objects.filter(chat_id__in=chat_ids)
+                .order_by("id")
+                .only("message", "emoji", "user"),
                 to_attr="reaction_rows",
             )
         )
@@ -96,9 +116,15 @@ class Message(models.Model):
     deleted_by_author = models.BooleanField(default=False)
     edited_at = models.DateTimeField(null=True, blank=True)
     # The message this one answers, in the same chat (the service checks); a deleted original
-    # stays referenced.
+    # stays referenced. On PostgreSQL the database's constraint is the composite
+    # (chat_id, reply_to_id) -> (chat_id, id) of migration 0010, hence no single-column one.
     reply_to = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
     )
 
     objects = MessageQuerySet.as_manager()
@@ -108,10 +134,11 @@ class Message(models.Model):
         constraints = [
             # Also the index that history and sync read by.
             models.UniqueConstraint(fields=["chat", "seq"], name="message_unique_chat_seq"),
+            # Idempotency is per chat: every unique key includes the chat (partitioning).
             models.UniqueConstraint(
-                fields=["sender", "client_message_id"],
+                fields=["chat", "sender", "client_message_id"],
                 condition=Q(client_message_id__isnull=False),
-                name="message_unique_sender_client_id",
+                name="message_unique_chat_sender_client_id",
             ),
         ]
         ordering = ["chat", "seq"]
@@ -128,7 +155,10 @@ class Message(models.Model):
 class MessageEdit(models.Model):
     """A text a message had before an edit replaced it."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    # (chat, message) is a composite foreign key on PostgreSQL (migration 0010).
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="edits", db_constraint=False
+    )
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
     text = models.TextField()
     # When this text was set: the message's creation for the original, else the edit before.
@@ -144,7 +174,10 @@ class MessageEdit(models.Model):
 class Reaction(models.Model):
     """One member's emoji on a message; a message's emoji come in order of first use (by id)."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    # (chat, message) is a composite foreign key on PostgreSQL (migration 0010).
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="reactions", db_constraint=False
+    )
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     emoji = models.CharField(max_length=64)
@@ -153,7 +186,8 @@ class Reaction(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["message", "user", "emoji"], name="reaction_unique_message_user_emoji"
+                fields=["chat", "message", "user", "emoji"],
+                name="reaction_unique_chat_message_user_emoji",
             )
         ]
         ordering = ["message", "id"]
@@ -167,7 +201,10 @@ class ReadReceipt(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_receipts"
     )
-    message = models.ForeignKey(Message, null=True, on_delete=models.SET_NULL, related_name="+")
+    # (chat, message) is a composite foreign key on PostgreSQL (migration 0010).
+    message = models.ForeignKey(
+        Message, null=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
     seq = models.BigIntegerField(default=0)
     read_at = models.DateTimeField(null=True, blank=True)
     # Up to which seq one of the member's devices holds the chat; never behind `seq`.

@@ -292,7 +292,9 @@ def _payload(notification: Notification) -> dict:
     """Leaves out the messages deleted since the claim and the members who since left, muted
     the chat or were banned; {} when nothing or nobody is left."""
     messages = list(
-        Message.objects.filter(id__in=notification.message_ids, deleted_at__isnull=True)
+        Message.objects.filter(
+            chat_id=notification.chat_id, id__in=notification.message_ids, deleted_at__isnull=True
+        )
         .select_related("sender", "chat")
         .order_by("seq")
     )

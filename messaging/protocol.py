@@ -418,7 +418,7 @@ def reactions_data(rows) -> list[dict]:
 def message_data(message) -> dict:
     """The message object, the same in socket frames and in the REST API.
 
-    `message` comes from `Message.objects.framed()` or the services, which give it
+    `message` comes from `Message.objects.framed(chat_id)` or the services, which give it
     `reaction_rows` and `reply_to_seq`.
     """
     deleted = message.deleted_at is not None

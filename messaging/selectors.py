@@ -106,7 +106,7 @@ def _page_key(request: SyncRequest) -> tuple:
 
 
 def _read_sync_page(chat_id: int, seq: int, rev: int | None, limit: int, *, chat_rev: int):
-    messages = Message.objects.framed().filter(chat_id=chat_id)
+    messages = Message.objects.framed(chat_id)
     new = list(messages.filter(seq__gt=seq).order_by("seq")[: limit + 1])
     has_more = len(new) > limit
     new = new[:limit]
@@ -128,18 +128,14 @@ def _read_sync_page(chat_id: int, seq: int, rev: int | None, limit: int, *, chat
 
 def changes(*, chat, since: int, limit: int) -> Page:
     """The chat's messages whose latest change is after rev `since`, ascending by rev."""
-    rows = list(
-        Message.objects.framed().filter(chat=chat, rev__gt=since).order_by("rev")[: limit + 1]
-    )
+    rows = list(Message.objects.framed(chat.pk).filter(rev__gt=since).order_by("rev")[: limit + 1])
     return Page(messages=rows[:limit], has_more=len(rows) > limit)
 
 
 def changed_between(*, chat_id, after_rev: int, upto_rev: int, limit: int) -> list:
     """The messages whose current rev lies in (after_rev, upto_rev], by rev: what fills a
     hole in the live log (a rev in it that no message carries was superseded)."""
-    messages = Message.objects.framed().filter(
-        chat_id=chat_id, rev__gt=after_rev, rev__lte=upto_rev
-    )
+    messages = Message.objects.framed(chat_id).filter(rev__gt=after_rev, rev__lte=upto_rev)
     return list(messages.order_by("rev")[:limit])
 
 
@@ -147,7 +143,7 @@ def edit_history(message) -> list[dict]:
     """A message's texts, oldest first, the current one last; `NotFound` once deleted."""
     if message.deleted_at is not None:
         raise NotFound("This message was deleted.")
-    earlier = MessageEdit.objects.filter(message=message).order_by("id")
+    earlier = MessageEdit.objects.filter(chat_id=message.chat_id, message=message).order_by("id")
     return [
         *(protocol.edit_data(edit.text, edit.edited_at) for edit in earlier),
         protocol.edit_data(message.text, message.edited_at or message.created_at),
@@ -161,7 +157,7 @@ def history(*, chat, after: int | None, before: int | None, limit: int) -> Page:
     `has_more` meaning newer ones exist. `before` alone: the page just older than
     it, `has_more` meaning older ones exist.
     """
-    messages = Message.objects.framed().filter(chat=chat)
+    messages = Message.objects.framed(chat.pk)
     if before is not None:
         messages = messages.filter(seq__lt=before)
     if after is not None:
@@ -282,4 +278,5 @@ def last_messages(chats) -> dict[int, Message]:
             condition |= Q(chat_id=chat.pk, seq=chat.last_seq)
     if not condition:
         return {}
-    return {message.chat_id: message for message in Message.objects.framed().filter(condition)}
+    framed = Message.objects.framed(*(chat.pk for chat in chats)).filter(condition)
+    return {message.chat_id: message for message in framed}

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, DataError, IntegrityError, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -361,31 +361,32 @@ def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
     storage.lock_chats(chat_ids)
     standing = storage.senders_standing(chat_ids, sender_ids)
     stored = storage.stored_client_ids(
-        sender_ids, {r.client_message_id for r in batch if r.client_message_id is not None}
+        {
+            (r.chat_id, r.sender.pk, r.client_message_id)
+            for r in batch
+            if r.client_message_id is not None and r.chat_id is not None
+        }
     )
-    # Only a batch with replies pays for reading what they answer.
-    replied = storage.reply_targets({r.reply_to for r in batch if r.reply_to})
+    # Only a batch with replies pays for reading what they answer, in their own chats.
+    replied = storage.reply_targets(
+        {(r.chat_id, r.reply_to) for r in batch if r.reply_to and r.chat_id is not None}
+    )
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
     for index, request in enumerate(batch):
-        key = (request.sender.pk, request.client_message_id)
+        # Idempotency is per chat (the unique key includes it): the same clientMessageId in
+        # another chat is another message.
+        key = (request.chat_id, request.sender.pk, request.client_message_id)
         muted, active = standing.get((request.chat_id, request.sender.pk), (None, True))
         if not active:
             results[index] = Banned()
         elif muted is None:
             results[index] = NotMember()
         elif request.client_message_id is not None and key in stored:
-            message = stored[key]
-            results[index] = (
-                (message, False)
-                if message.chat_id == request.chat_id
-                else BadRequest("This clientMessageId was already used in another chat.")
-            )
+            results[index] = (stored[key], False)
         elif muted:
             results[index] = Forbidden("You are muted in this chat.")
-        elif request.reply_to is not None and (
-            replied.get(request.reply_to, (None,))[0] != request.chat_id
-        ):
+        elif request.reply_to is not None and (request.chat_id, request.reply_to) not in replied:
             results[index] = NotFound("The message replied to is not in this chat.")
         elif request.client_message_id is not None and key in claimed:
             results[index] = claimed[key]  # the same retry twice in one batch: resolved below
@@ -450,7 +451,7 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dic
             edited_at=None,
             reply_to_id=reply_to,
         )
-        message.reply_to_seq = None if reply_to is None else replied[reply_to][1]
+        message.reply_to_seq = None if reply_to is None else replied[(chat_id, reply_to)]
         message.reaction_rows = []
         results[index] = (message, True)
     metrics.MESSAGES_STORED.inc(len(rows))
@@ -532,7 +533,9 @@ def _apply_changes(batch: list[Change]) -> list:
     with transaction.atomic():
         last_revs = storage.lock_chats_for_changes(chat_ids) if chat_ids else {}
         memberships = storage.senders_standing(set(last_revs), member_ids)
-        messages = _messages_for_changes({c.message_id for c in batch if c.message_id})
+        messages = _messages_for_changes(
+            {(c.chat_id, c.message_id) for c in batch if c.message_id and c.chat_id is not None}
+        )
         revs = dict(last_revs)
         for index, change in enumerate(batch):
             message = messages.get(change.message_id)
@@ -557,20 +560,20 @@ def _apply_changes(batch: list[Change]) -> list:
     return results
 
 
-def _messages_for_changes(message_ids: set[int]) -> dict[int, Message]:
-    """The messages a batch changes, with their reactions, read under the chats' lock."""
-    if not message_ids:
+def _messages_for_changes(targets: set[tuple[int, int]]) -> dict[int, Message]:
+    """The messages a batch changes (by chat and id: a message of another chat is not found),
+    with their reactions, read under the chats' lock."""
+    if not targets:
         return {}
-    messages = {
-        m.pk: m
-        for m in Message.objects.filter(pk__in=message_ids).annotate(
-            reply_to_seq=F("reply_to__seq")
-        )
-    }
+    chat_ids = {chat_id for chat_id, _ in targets}
+    found = Message.objects.with_reply_to_seq(*chat_ids).filter(
+        pk__in={message_id for _, message_id in targets}
+    )
+    messages = {m.pk: m for m in found if (m.chat_id, m.pk) in targets}
     for message in messages.values():
         message.reaction_rows = []
     rows = (
-        Reaction.objects.filter(message_id__in=messages)
+        Reaction.objects.filter(chat_id__in=chat_ids, message_id__in=messages)
         .order_by("id")
         .values_list("message_id", "emoji", "user_id")
     )
@@ -613,7 +616,9 @@ class _ChangeLog:
             del self.added[key]
 
     def write(self) -> None:
-        Message.objects.bulk_update(
+        # Every statement names the chats: on PostgreSQL, their partitions alone.
+        chat_ids = {message.chat_id for message in self.dirty.values()}
+        Message.objects.filter(chat_id__in=chat_ids).bulk_update(
             self.dirty.values(),
             ["rev", "text", "edited_at", "deleted_at", "deleted_by", "deleted_by_author"],
         )
@@ -623,7 +628,7 @@ class _ChangeLog:
         for message_id, user_id, emoji in self.removed:
             gone |= Q(message_id=message_id, user_id=user_id, emoji=emoji)
         if gone:
-            Reaction.objects.filter(gone)._raw_delete(Reaction.objects.db)
+            Reaction.objects.filter(Q(chat_id__in=chat_ids) & gone)._raw_delete(Reaction.objects.db)
         if self.added:
             Reaction.objects.bulk_create(self.added.values())
 
@@ -764,7 +769,7 @@ def _moderate(message: Message, change: Change) -> bool:
 def access_message(*, user, chat_id, message_id) -> Message:
     """A message of a chat `user` is a member of, ready for its protocol object."""
     chat = access_chat(user=user, chat_id=chat_id)
-    message = Message.objects.framed().filter(chat=chat, pk=message_id).first()
+    message = Message.objects.framed(chat.pk).filter(pk=message_id).first()
     if message is None:
         raise NotFound("No such message in this chat.")
     return message

@@ -52,33 +52,41 @@ def senders_standing(chat_ids: set, user_ids: set) -> dict[tuple[int, int], tupl
         }
 
 
-def stored_client_ids(sender_ids: set, client_ids: set) -> dict[tuple[int, str], Message]:
-    """Messages already stored under these (sender, clientMessageId) pairs (usually none)."""
-    if not client_ids:
+def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
+    """Messages already stored under these (chat, sender, clientMessageId) keys (usually none).
+
+    By chat first, like the unique key it reads: one partition per chat on PostgreSQL."""
+    if not keys:
         return {}
+    chat_ids, sender_ids, client_ids = ({key[i] for key in keys} for i in range(3))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {MESSAGE} WHERE sender_id IN ({placeholders(sender_ids)})"
+            f"SELECT id FROM {MESSAGE} WHERE chat_id IN ({placeholders(chat_ids)})"
+            f" AND sender_id IN ({placeholders(sender_ids)})"
             f" AND client_message_id IN ({placeholders(client_ids)})",
-            [*sender_ids, *client_ids],
+            [*chat_ids, *sender_ids, *client_ids],
         )
         ids = [row[0] for row in cursor.fetchall()]
     if not ids:
         return {}
-    stored = Message.objects.framed().filter(pk__in=ids)
-    return {(m.sender_id, m.client_message_id): m for m in stored}
+    stored = Message.objects.framed(*chat_ids).filter(pk__in=ids)
+    return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
 
 
-def reply_targets(message_ids: set[int]) -> dict[int, tuple[int, int]]:
-    """Message id -> (chat id, seq), for the messages that new ones answer (`replyTo`)."""
-    if not message_ids:
+def reply_targets(targets: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """(chat id, message id) -> seq, for the messages that new ones answer (`replyTo`) in
+    their own chat (a message of another chat is not found)."""
+    if not targets:
         return {}
+    chat_ids = {chat_id for chat_id, _ in targets}
+    message_ids = {message_id for _, message_id in targets}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, chat_id, seq FROM {MESSAGE} WHERE id IN ({placeholders(message_ids)})",
-            list(message_ids),
+            f"SELECT chat_id, id, seq FROM {MESSAGE} WHERE chat_id IN ({placeholders(chat_ids)})"
+            f" AND id IN ({placeholders(message_ids)})",
+            [*chat_ids, *message_ids],
         )
-        return {message_id: (chat_id, seq) for message_id, chat_id, seq in cursor.fetchall()}
+        return {(chat_id, message_id): seq for chat_id, message_id, seq in cursor.fetchall()}
 
 
 def lock_chats(chat_ids) -> None:

@@ -819,7 +819,9 @@ def test_retry_with_same_client_message_id_answers_200_with_the_stored_message(
     assert Message.objects.count() == 1
 
 
-def test_client_message_id_reused_in_another_chat_is_400(api_client, user, chat, group_chat):
+def test_client_message_id_reused_in_another_chat_is_201_another_message(
+    api_client, user, chat, group_chat
+):
     client = api_client.as_user(user)
     client.post(
         f"/api/chats/{chat.pk}/messages/", {"text": "here", "clientMessageId": "k"}, format="json"
@@ -831,8 +833,9 @@ def test_client_message_id_reused_in_another_chat_is_400(api_client, user, chat,
         format="json",
     )
 
-    assert_error(response, 400, "bad_request")
-    assert Message.objects.count() == 1
+    assert response.status_code == 201
+    assert response.json()["text"] == "there"
+    assert Message.objects.count() == 2
 
 
 def test_text_of_exactly_4000_characters_is_accepted(api_client, user, chat):

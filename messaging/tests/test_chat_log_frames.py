@@ -24,7 +24,7 @@ async def chat_rev(chat) -> int:
 
 
 async def stored(message) -> Message:
-    return await db_call(lambda: Message.objects.framed().get(pk=message.pk))()
+    return await db_call(lambda: Message.objects.framed(message.chat_id).get(pk=message.pk))()
 
 
 def ids(*users) -> list[str]:
@@ -896,7 +896,7 @@ async def test_an_offline_member_catches_up_on_1000_new_messages_and_changes_by_
             break
 
     def stored_state():
-        messages = Message.objects.framed().filter(chat=chat)
+        messages = Message.objects.framed(chat.pk)
         return {str(m.pk): services.protocol.message_data(m) for m in messages}
 
     expected = await db_call(stored_state)()

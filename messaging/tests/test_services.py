@@ -151,13 +151,14 @@ def test_retry_with_same_client_message_id_returns_the_stored_message(user, chat
     assert chat.last_seq == 1
 
 
-def test_client_message_id_reused_in_another_chat_is_bad_request(user, chat, group_chat):
-    send(chat, user, "here", client_message_id="m-1")
+def test_client_message_id_reused_in_another_chat_is_another_message(user, chat, group_chat):
+    here = send(chat, user, "here", client_message_id="m-1")
 
-    with pytest.raises(BadRequest):
-        send(group_chat, user, "there", client_message_id="m-1")
+    there = send(group_chat, user, "there", client_message_id="m-1")
 
-    assert Message.objects.count() == 1
+    assert here.pk != there.pk
+    assert (there.chat_id, there.seq, there.text) == (group_chat.pk, 1, "there")
+    assert Message.objects.count() == 2
 
 
 def test_client_message_id_is_unique_per_sender_not_globally(user, other_user, chat):
@@ -490,7 +491,7 @@ def test_one_batch_of_changes_numbers_each_change_and_keeps_each_frame_as_it_was
             ],
         ),
     ]
-    stored = Message.objects.framed().get(pk=message.pk)
+    stored = Message.objects.framed(message.chat_id).get(pk=message.pk)
     assert stored.rev == 6
     assert protocol.message_data(stored)["reactions"] == seen[-1][2]
 
@@ -545,7 +546,7 @@ def test_restore_brings_back_the_text_and_edit_history_but_not_the_reactions(
     assert services.delete_message(message=message, moderator=other_user)
     assert services.restore_message(message=message, moderator=other_user)
 
-    restored = Message.objects.framed().get(pk=message.pk)
+    restored = Message.objects.framed(message.chat_id).get(pk=message.pk)
     assert protocol.message_data(restored)["text"] == "second"
     assert protocol.message_data(restored)["reactions"] == []
     assert [e["text"] for e in selectors.edit_history(restored)] == ["first", "second"]
