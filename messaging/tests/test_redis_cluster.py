@@ -15,7 +15,7 @@ import time
 import pytest
 from redis.crc import key_slot
 
-from conftest import db_call, make_user
+from conftest import db_call, make_user, token_for
 from messaging import events, services
 from messaging.models import Message
 from messaging.realtime.redis_cluster import Partitions, partition_tags
@@ -23,6 +23,7 @@ from messaging.testing import RedisCluster
 from messaging.tests.cluster import (
     CLUSTER_TEST,
     Socket,
+    call,
     order_problem,
     process_of,
     send_and_ack,
@@ -186,6 +187,20 @@ async def test_every_frame_type_crosses_three_processes(
     added = await carol.receive_type("chat")
     assert added["data"]["chatId"] == str(chat.pk)
     assert await alice.receive_type("connect", userId=str(third_user.pk))
+
+    # Through REST on process B: its announcements cross to the sockets on A and C.
+    owner = token_for(user)
+    path = f"/api/chats/{chat.pk}/"
+    status, _ = await asyncio.to_thread(
+        call, b.url, "PATCH", path, {"title": "Renamed"}, token=owner
+    )
+    renamed = await carol.receive_type("chat", event="updated")
+    assert status == 200 and renamed["data"]["chat"]["title"] == "Renamed"
+
+    path = f"/api/chats/{chat.pk}/members/{third_user.pk}/"
+    status, _ = await asyncio.to_thread(call, b.url, "DELETE", path, token=owner)
+    removed = await carol.receive_type("chat", event="removed")
+    assert status == 204 and removed["data"]["chatId"] == str(chat.pk)
 
     await bob.close()
     assert (await alice.receive_type("disconnect"))["data"] == {"userId": str(other_user.pk)}
