@@ -71,7 +71,8 @@ test-fast: install-dev js
 
 ## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis (all but the
 ## Chromium tests of the page, which run once, in the first pass: they test the page, and every
-## REST and socket path they use is tested on both).
+## REST and socket path they use is tested on both; and but the tests marked engine_independent,
+## which prove nothing a database or channel layer changes).
 test: lint test-default test-postgres
 
 test-default: install-dev browser axe js
@@ -79,7 +80,7 @@ test-default: install-dev browser axe js
 
 test-postgres: install-dev services browser nginx axe js
 	DATABASE_URL=$(PG_URL_BASE)/biogram_ci_$$$$ REDIS_URL=$(TEST_REDIS) \
-	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db -m "not browser"
+	CHANNEL_LAYER_PREFIX=biogram-test-$$$$ $(PY) -m pytest --create-db -m "not browser and not engine_independent"
 
 ## browser: Debian's Chromium for the browser tests (Playwright drives it; it downloads no browser).
 browser:

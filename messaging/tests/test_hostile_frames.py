@@ -436,6 +436,7 @@ def assert_documented_refusal(error: protocol.FrameError):
     )
 
 
+@pytest.mark.engine_independent  # parsing alone: `make test` runs it once
 @settings(max_examples=500, deadline=None)
 @given(text=frame_texts())
 def test_parse_frame_returns_a_well_formed_frame_or_a_documented_refusal(text):

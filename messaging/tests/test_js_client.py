@@ -17,6 +17,10 @@ from accounts import logins
 from conftest import BASE_DIR
 from messaging import services
 
+# The client, its types and the guide's quotes are what is tested here; the server behaviour its
+# Node tests meet is tested on both databases elsewhere: `make test` runs this file once.
+pytestmark = pytest.mark.engine_independent
+
 PACKAGE = BASE_DIR / "clients" / "js"
 TSC = PACKAGE / "node_modules" / ".bin" / "tsc"
 
