@@ -4,6 +4,7 @@ Runs in `make test`'s PostgreSQL + Redis pass (skipped without REDIS_URL). Anoth
 process is played by writing its records into Redis the way it would.
 """
 
+import asyncio
 import time
 
 import pytest
@@ -47,11 +48,16 @@ async def test_the_users_of_a_process_that_stopped_beating_are_announced_offline
 
     # Recorded whichever sweeps first: this test, or this process's own heartbeat.
     monkeypatch.setattr(presence, "_announce_offline", record)
+    # The live holder first: a sweep between any two of these writes must not see 900012 orphaned.
+    await other_process_holds("900012", "live-peer-2", time.time())
     await other_process_holds("900011", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
     await other_process_holds("900012", "dead-peer", time.time() - presence.DEAD_AFTER - 1)
-    await other_process_holds("900012", "live-peer-2", time.time())  # also held by a live one
     shared.live_cache = None
     await shared._sweep(shared._client())
+    # If the heartbeat won the sweep, it may still be announcing: wait for it, not for a fixed time.
+    deadline = time.monotonic() + 10
+    while not announced and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
     assert announced == ["900011"]
     assert await presence.online_among([900011, 900012]) == ["900012"]
