@@ -2,10 +2,11 @@
 
     python -m bench.charts RESULTS.json OUT.png
 
-One figure, two panels sharing the offered rate (messages/s): delivered/s, and
+`draw`: one figure, two panels sharing the offered rate (messages/s): delivered/s, and
 p99 latency with the pass limit, for each configuration of ours, the bare-ASGI
 ceiling (bench/bare.py) and the Channels tutorial reference, from the steady
-step and every step of the max-throughput search.
+step and every step of the max-throughput search. `draw_memory`: the servers'
+memory over the churn and soak runs, with the slope per hour.
 """
 
 import json
@@ -69,6 +70,41 @@ def draw(document: dict, path: Path) -> Path:
     return path
 
 
+def draw_memory(document: dict, path: Path) -> Path | None:
+    """Server RSS over the churn and soak runs of each configuration (None: there were none)."""
+    runs = [
+        (f"{r['config']} {kind}", r[kind])
+        for r in document.get("results", [])
+        for kind in ("churn", "soak")
+        if (r.get(kind) or {}).get("memory", {}).get("samples")
+    ]
+    if not runs:
+        return None
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for label, run in runs:
+        samples = run["memory"]["samples"]
+        slope = run["memory"].get("slopeMBPerHour")
+        axes.plot(
+            [t / 60 for t, _ in samples],
+            [kb / 1024 for _, kb in samples],
+            label=f"{label}: {run['rate']:g} msg/s, slope {slope} MB/h",
+        )
+    axes.set_xlabel("minutes")
+    axes.set_ylabel("server RSS (MB, all processes)")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    machine = document.get("machine") or {}
+    axes.set_title(f"Server memory over the long runs, {machine.get('date', '')}")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 if __name__ == "__main__":
     source, target = Path(sys.argv[1]), Path(sys.argv[2])
-    print(draw(json.loads(source.read_text()), target))
+    document = json.loads(source.read_text())
+    print(draw(document, target))
+    print(draw_memory(document, target.with_suffix(".memory.png")))

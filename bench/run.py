@@ -464,6 +464,99 @@ def measure_storm(name: str, servers: list[Server], env: dict, data: Path, workd
     return result
 
 
+def memory_slope_mb_per_hour(samples: list[list[float]]) -> float | None:
+    """Least-squares slope of server RSS over time, in MB per hour, after the first fifth of
+    the run (start-up: caches, pools, the first buffers)."""
+    tail = samples[len(samples) // 5 :]
+    if len(tail) < 3:
+        return None
+    n = len(tail)
+    mean_t = sum(t for t, _ in tail) / n
+    mean_kb = sum(kb for _, kb in tail) / n
+    var = sum((t - mean_t) ** 2 for t, _ in tail)
+    if not var:
+        return None
+    slope_kb_per_s = sum((t - mean_t) * (kb - mean_kb) for t, kb in tail) / var
+    return round(slope_kb_per_s * 3600 / 1024, 1)
+
+
+def measure_long_run(
+    name: str, kind: str, servers: list[Server], env: dict, workdir: Path, args, **run
+) -> dict:
+    """A churn or soak run (bench/churn.js) on new users in new chats, the servers' memory
+    sampled every --memory-every seconds meanwhile."""
+    data = workdir / f"{name}-{kind}.json"
+    users = args.users
+    manage(
+        env, "benchdata", f"--users={users}", f"--chat-size={args.chat_size}", f"--output={data}"
+    )
+    log(
+        f"[{name}] {kind}: {users} clients, {run['rate']:g} msg/s for {run['seconds']:g} s,"
+        f" churn {run['churn']:g}/s, slow {run['slow']:g}, never reading {run['never']:g}"
+    )
+    argv = [NODE, str(BENCH / "churn.js"), "--data", str(data)]
+    argv += ["--urls", ",".join(s.url for s in servers), "--rate", f"{run['rate']:g}"]
+    argv += ["--duration", f"{run['seconds']:g}", "--churn", f"{run['churn']:g}"]
+    argv += ["--slow", f"{run['slow']:g}", "--never", f"{run['never']:g}", "--progress", "60"]
+    slow_before = metric_total(servers, "biogram_slow_client_disconnects_total")
+    samples: list[list[float]] = []
+    started = time.monotonic()
+    log_path = workdir / f"{name}-{kind}.log"
+    with open(log_path, "wb") as errors:
+        proc = subprocess.Popen(
+            argv, cwd=BENCH, stdout=subprocess.PIPE, stderr=errors, start_new_session=True
+        )
+        lines: list[dict] = []
+
+        def read_lines():
+            for raw in proc.stdout:
+                event = json.loads(raw)
+                lines.append(event)
+                if event.get("event") != "done":
+                    log(f"  {kind}: {json.dumps(event)}")
+
+        reader = threading.Thread(target=read_lines, daemon=True)
+        reader.start()
+        deadline = started + run["seconds"] + 600
+        try:
+            while proc.poll() is None:
+                for server in servers:
+                    server.check_alive()
+                samples.append(
+                    [round(time.monotonic() - started, 1), sum(s.rss_kb() for s in servers)]
+                )
+                if time.monotonic() > deadline:
+                    raise BenchError(f"churn.js still running {run['seconds'] + 600:g} s on")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=args.memory_every)
+        finally:
+            stop_group(proc, grace=2)
+        reader.join(timeout=10)
+    done = next((e for e in lines if e.get("event") == "done"), None)
+    if proc.returncode != 0 or done is None:
+        raise BenchError(f"churn.js failed ({proc.returncode}): {log_path.read_text()[-500:]}")
+    result = {k: v for k, v in done.items() if k != "event"}
+    result["slowClientDisconnects"] = int(
+        metric_total(servers, "biogram_slow_client_disconnects_total") - slow_before
+    )
+    result["memory"] = {
+        "samples": samples,
+        "startMB": round(samples[0][1] / 1024, 1) if samples else None,
+        "endMB": round(samples[-1][1] / 1024, 1) if samples else None,
+        "peakMB": round(max(kb for _, kb in samples) / 1024, 1) if samples else None,
+        "slopeMBPerHour": memory_slope_mb_per_hour(samples),
+    }
+    log(
+        f"[{name}] {kind}: {result['sent']} sent ({result['sentPerSec']}/s), {result['stored']}"
+        f" stored, {result['readersComplete']}/{result['readers']} readers complete after"
+        f" {result['caughtUpAfterMs']} ms, {result['reconnects']} reconnects,"
+        f" {result['slowClientDisconnects']} slow clients let go; memory"
+        f" {result['memory']['startMB']} → {result['memory']['endMB']} MB"
+        f" (slope {result['memory']['slopeMBPerHour']} MB/h); problems: {result['problems'] or 'none'}"
+    )
+    return result
+
+
 def summarise_logs(servers: list[Server]) -> dict:
     """Warnings and errors the servers logged (LOG_LEVEL=WARNING: all of it is news)."""
     lines = [line for s in servers for line in s.log_lines()]
@@ -788,6 +881,35 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
             result["storm"] = measure_storm(config, servers, env, data["load"], workdir, args)
         if sink:
             result["notify"] = measure_notify(servers, data["load"], sink, args)
+        if args.churn_seconds:
+            result["churn"] = measure_long_run(
+                config,
+                "churn",
+                servers,
+                env,
+                workdir,
+                args,
+                rate=args.churn_rate,
+                seconds=args.churn_seconds,
+                churn=0.1,
+                slow=0,
+                never=0,
+            )
+        if args.soak_seconds:
+            max_rate = get(result, "search", "maxRate") or args.steady_rate
+            result["soak"] = measure_long_run(
+                config,
+                "soak",
+                servers,
+                env,
+                workdir,
+                args,
+                rate=max_rate * args.soak_fraction,
+                seconds=args.soak_seconds,
+                churn=0,
+                slow=args.soak_slow,
+                never=args.soak_never,
+            )
     except Exception as exc:  # reported in the results; Ctrl-C and SIGTERM still stop the run
         result["error"] = f"{type(exc).__name__}: {exc}"
         log(f"[{config}] FAILED: {result['error']}")
@@ -960,12 +1082,38 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
         ("pushes expected", ("notify", "pushesExpected"), 0),
         (f"first {args.notify_members} pushes done after (s)", ("notify", "firstBurstS"), 2),
         ("pushes/s", ("notify", "pushesPerS"), 0),
+        (
+            f"churn: {args.churn_rate:g} msg/s for {args.churn_seconds:g} s, 10 %/s reconnect:"
+            " messages stored",
+            ("churn", "stored"),
+            0,
+        ),
+        ("churn: sent/s", ("churn", "sentPerSec"), 0),
+        ("churn: reconnects", ("churn", "reconnects"), 0),
+        ("churn: clients with every message once, in order", ("churn", "readersComplete"), 0),
+        ("churn: all caught up after sending stopped (ms)", ("churn", "caughtUpAfterMs"), 0),
+        ("churn: problems (holes, duplicates, errors)", ("churn", "problemCount"), 0),
+        (
+            f"soak: {args.soak_fraction:g} of the max rate for {args.soak_seconds:g} s: msg/s",
+            ("soak", "rate"),
+            0,
+        ),
+        ("soak: messages stored", ("soak", "stored"), 0),
+        ("soak: slow / never-reading clients", ("soak", "slowAndNever"), 0),
+        ("soak: slow clients let go by the server", ("soak", "slowClientDisconnects"), 0),
+        ("soak: reading clients with every message", ("soak", "readersComplete"), 0),
+        ("soak: problems (holes, duplicates, errors)", ("soak", "problemCount"), 0),
+        ("soak: memory at start (MB)", ("soak", "memory", "startMB"), 1),
+        ("soak: memory at end (MB)", ("soak", "memory", "endMB"), 1),
+        ("soak: memory slope (MB per hour)", ("soak", "memory", "slopeMBPerHour"), 1),
         ("server log lines (WARNING+)", ("serverLog", "lines"), 0),
     ]
     for r in [*results, reference, ceiling]:
         if r:
             if get(r, "connect", "connectMs") is not None:
                 r["connect"]["connectS"] = round(r["connect"]["connectMs"] / 1000, 3)
+            if r.get("soak"):
+                r["soak"]["slowAndNever"] = f"{r['soak']['slow']} / {r['soak']['never']}"
             if r.get("peakRssKB"):
                 r["peakRssMB"] = round(r["peakRssKB"] / 1024, 1)
     header = ["figure"]
@@ -1128,6 +1276,25 @@ def parse_args(argv=None):
         "--notify-every", type=float, default=2.0, help="seconds between announcements"
     )
     parser.add_argument("--notify-delay-ms", type=int, default=1000, help="NOTIFY_DELAY_MS")
+    parser.add_argument(
+        "--churn-seconds",
+        type=float,
+        default=300.0,
+        help="the churn run: a tenth of the clients drop and come back every second while all"
+        " send at --churn-rate (0 skips it)",
+    )
+    parser.add_argument("--churn-rate", type=float, default=2000.0, help="messages/s of the churn")
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=1800.0,
+        help="the soak: --soak-fraction of the max rate passing, slow and never-reading clients"
+        " among the rest, memory sampled (0 skips it)",
+    )
+    parser.add_argument("--soak-fraction", type=float, default=0.5)
+    parser.add_argument("--soak-slow", type=float, default=0.05, help="fraction reading in bursts")
+    parser.add_argument("--soak-never", type=float, default=0.02, help="fraction never reading")
+    parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--output", help="write all results to this JSON file")
@@ -1227,6 +1394,9 @@ def main(argv=None) -> int:
 
         chart = charts.draw(document, Path(args.output).with_suffix(".png"))
         log(f"drew {chart}")
+        memory = charts.draw_memory(document, Path(args.output).with_suffix(".memory.png"))
+        if memory:
+            log(f"drew {memory}")
     failed = [r["config"] for r in [*results, reference, ceiling] if r and r.get("error")]
     return 1 if failed else 0
 
