@@ -69,11 +69,16 @@ services:
 test-fast: install-dev js
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -n 2 -m "not live and not cluster and not browser"
 
-## test: lint, then the suite on the embedded default, then on PostgreSQL + Redis (all but the
-## Chromium tests of the page, which run once, in the first pass: they test the page, and every
-## REST and socket path they use is tested on both; and but the tests marked engine_independent,
-## which prove nothing a database or channel layer changes).
-test: lint test-default test-postgres
+## test: lint, then the suite on the embedded default and on PostgreSQL + Redis, the two passes
+## side by side (most of a test's time is a socket or a process waiting: one pass alone keeps
+## the two cores a third busy). The second pass runs all but the Chromium tests of the page,
+## which run once, in the first: they test the page, and every REST and socket path they use is
+## tested on both; and but the tests marked engine_independent, which prove nothing a database
+## or channel layer changes. Each pass's output comes whole when it ends (-O); TEST_JOBS=1 runs
+## them one after the other.
+TEST_JOBS ?= 2
+test: lint install-dev services browser nginx axe js
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) -O test-default test-postgres
 
 test-default: install-dev browser axe js
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest

@@ -109,18 +109,19 @@ class Command(BaseCommand):
 
     def notify_chat(self, run: str, members: int, endpoint: str, lifetime) -> dict:
         """A chat of an announcer and `members` users who are never online, each subscribed to
-        Web Push at `endpoint`/<i> (one key pair for all: the push sink does not decrypt)."""
+        Web Push at `endpoint`/<i>, all with one key pair and auth secret, both written out so
+        that the bench can decrypt what was pushed and count the messages it announces."""
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
         from messaging.webpush import b64url
 
         User = get_user_model()  # noqa: N806
-        point = (
-            ec.generate_private_key(ec.SECP256R1())
-            .public_key()
-            .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        key = ec.generate_private_key(ec.SECP256R1())
+        point = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
+        auth = secrets.token_bytes(16)
         now = timezone.now()
         with transaction.atomic():
             User.objects.bulk_create(
@@ -142,7 +143,7 @@ class Command(BaseCommand):
                         user=person,
                         endpoint=f"{endpoint}/{i}",
                         p256dh=b64url(point),
-                        auth=b64url(secrets.token_bytes(16)),
+                        auth=b64url(auth),
                         created_at=now,
                     )
                     for i, person in enumerate(people[1:])
@@ -151,4 +152,15 @@ class Command(BaseCommand):
             )
         token = AccessToken.for_user(people[0])
         token.set_exp(lifetime=lifetime)
-        return {"chatId": str(chat.pk), "userId": str(people[0].pk), "token": str(token)}
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return {
+            "chatId": str(chat.pk),
+            "userId": str(people[0].pk),
+            "token": str(token),
+            "pushPrivateKey": pem.decode(),
+            "pushAuth": b64url(auth),
+        }
