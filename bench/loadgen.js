@@ -16,6 +16,10 @@
 //       on stdin: {"cmd":"step","rate":R,"duration":D}, {"cmd":"finish"} (wait
 //       for the last step's late deliveries) and {"cmd":"quit"}. This is how
 //       bench/run.py drives it (it reads the server's RSS and CPU between lines).
+//       {"cmd":"targets"} has every client send one message and learn its id;
+//       then {"cmd":"step",...,"kind":"log"} measures the chat log instead of
+//       new messages: each sender alternately edits its message and toggles a
+//       reaction on it, and every member's `update` frame is a delivery.
 // Each step's late deliveries (after its drain period) are reported in the
 // next event's "previous" field.
 'use strict';
@@ -162,6 +166,17 @@ let lastFrameAt = performance.now();
 // `older`: deliveries of a step older than `prev`.
 const global = { closes: {}, errors: {}, wsErrors: {}, otherFrames: {}, older: 0 };
 
+// The chat log's steps change one message per sender (its "target", sent by
+// the `targets` command). A chat's `update` frames arrive in `rev` order, so the
+// c-th update a member sees of a target answers the c-th change sent to it:
+// changeLog[sender] holds (step, message number) of each change in send order.
+const targetPrefix = `${runTag}.t.`;
+const targetId = new Array(N).fill(null); // user i's target message id
+const targetOwner = new Map(); // message id -> the user whose target it is
+const changeLog = Array.from({ length: N }, () => []);
+const changesSeen = new Int32Array(N * maxMembers); // [receiver * maxMembers + owner's member index]
+const reactionOn = new Uint8Array(N);
+
 function newStep(rate, duration) {
   const capacity = Math.ceil(rate * duration) + 1;
   const cells = capacity * maxMembers;
@@ -215,7 +230,9 @@ function onFrame(i, buf) {
     while (p < buf.length && buf[p] !== QUOTE) p++; // skip ': '
     const end = buf.indexOf(QUOTE, p + 1);
     if (end > p) {
-      onDelivery(i, buf.latin1Slice(p + 1, end), now);
+      const id = buf.latin1Slice(p + 1, end);
+      if (id.startsWith(targetPrefix)) onTarget(id, buf);
+      else onDelivery(i, id, now);
       return;
     }
   }
@@ -232,6 +249,8 @@ function onFrame(i, buf) {
     const id = d.message && d.message.clientMessageId;
     if (typeof id === 'string') onDelivery(i, id, now);
     else bump(step ? step.otherFrames : global.otherFrames, 'message-without-id');
+  } else if (type === 'update') {
+    onUpdate(i, d.message && d.message.id, now);
   } else if (type === 'error') {
     bump(step ? step.errors : global.errors, String(d.code));
   } else if (type === 'connect' && clients[i].pending) {
@@ -245,13 +264,33 @@ function onFrame(i, buf) {
 // before it: that one already counted it as lost, and counts it again as
 // `late`, so that a slow server can be told from one that drops deliveries.
 function onDelivery(i, id, now) {
-  if (step !== null && id.startsWith(step.prefix)) record(step, i, id, now, false);
-  else if (prev !== null && id.startsWith(prev.prefix)) record(prev, i, id, now, true);
+  if (step !== null && id.startsWith(step.prefix)) record(step, i, +id.slice(step.prefix.length), now, false);
+  else if (prev !== null && id.startsWith(prev.prefix)) record(prev, i, +id.slice(prev.prefix.length), now, true);
   else global.older++;
 }
 
-function record(s, i, id, now, late) {
-  const n = +id.slice(s.prefix.length);
+function onTarget(id, buf) {
+  const owner = +id.slice(targetPrefix.length);
+  if (targetId[owner] !== null) return; // another member's copy
+  const message = JSON.parse(buf.toString('utf8')).data.message;
+  targetId[owner] = String(message.id);
+  targetOwner.set(String(message.id), owner);
+}
+
+function onUpdate(i, messageId, now) {
+  const owner = targetOwner.get(String(messageId));
+  const entry = owner === undefined ? undefined : changeLog[owner][changesSeen[i * maxMembers + userMember[owner]]++];
+  if (entry === undefined) {
+    bump(step ? step.otherFrames : global.otherFrames, 'unexpected-update');
+    return;
+  }
+  const [s, n] = entry;
+  if (s === step) record(s, i, n, now, false);
+  else if (s === prev) record(s, i, n, now, true);
+  else global.older++;
+}
+
+function record(s, i, n, now, late) {
   if (!(n >= 0 && n < s.sent) || s.msgChat[n] !== userChat[i]) {
     bump(s.otherFrames, 'unexpected-message');
     return;
@@ -369,7 +408,7 @@ function sendOne(s) {
     const i = s.cursor;
     s.cursor = (s.cursor + 1) % N;
     const c = clients[i];
-    if (!c.open) {
+    if (!c.open || (s.kind === 'log' && targetId[i] === null)) {
       s.skippedClosed++;
       continue;
     }
@@ -379,11 +418,48 @@ function sendOne(s) {
     s.expected += chatMemberCount[chat];
     const id = s.prefix + n;
     s.sendTime[n] = performance.now();
-    c.ws.send(`{"type":"message","data":{"chatId":"${users[i].chatId}",` +
-      `"text":"${s.text}","clientMessageId":"${id}"}}`);
+    if (s.kind === 'log') c.ws.send(logChange(s, i, n));
+    else {
+      c.ws.send(`{"type":"message","data":{"chatId":"${users[i].chatId}",` +
+        `"text":"${s.text}","clientMessageId":"${id}"}}`);
+    }
     return true;
   }
   return false;
+}
+
+// The sender's next change to its target: an edit (new text each time), then a
+// reaction 👍 added, an edit, the reaction removed, and so on. Each one changes
+// the message, so each one is an `update` to every member.
+function logChange(s, i, n) {
+  const changes = changeLog[i];
+  changes.push([s, n]);
+  const where = `"chatId":"${users[i].chatId}","messageId":"${targetId[i]}"`;
+  if (changes.length % 2 === 1) {
+    return `{"type":"edit","data":{${where},"text":"${s.prefix}${n} ${s.text}"}}`;
+  }
+  reactionOn[i] ^= 1;
+  return `{"type":"react","data":{${where},"emoji":"\ud83d\udc4d","on":${reactionOn[i] ? 'true' : 'false'}}}`;
+}
+
+// Every open client sends one message, its target for the chat log's steps;
+// done when every open client knows its target's id (from its own copy).
+async function sendTargets(timeoutS = 60) {
+  const started = performance.now();
+  for (let i = 0; i < N; i++) {
+    if (clients[i].open && targetId[i] === null) {
+      clients[i].ws.send(`{"type":"message","data":{"chatId":"${users[i].chatId}",` +
+        `"text":"target","clientMessageId":"${targetPrefix}${i}"}}`);
+    }
+  }
+  const missing = () => clients.filter((c, i) => c.open && targetId[i] === null).length;
+  while (missing() > 0 && performance.now() - started < timeoutS * 1000) await sleep(20);
+  return {
+    event: 'targets',
+    ready: targetId.filter((t) => t !== null).length,
+    missing: missing(),
+    ms: round(performance.now() - started, 0),
+  };
 }
 
 // After a clean step a short quiet spell is enough; after one that left
@@ -424,7 +500,7 @@ function previousReport() {
   };
 }
 
-async function runStep(rate, duration) {
+async function runStep(rate, duration, kind = 'message') {
   // Reopen what an earlier overloaded step lost, then wait until the server
   // has gone quiet so that an earlier backlog does not leak into this step.
   const closed = [];
@@ -433,6 +509,7 @@ async function runStep(rate, duration) {
   const quiet = await settle();
 
   const s = newStep(rate, duration);
+  s.kind = kind;
   s.cursor = (s.no * 7919) % N; // vary who sends first between steps
   // ~textBytes of text, no characters that need escaping.
   const filler = 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor ';
@@ -474,6 +551,7 @@ async function runStep(rate, duration) {
   const result = {
     event: 'step',
     step: s.no,
+    kind,
     targetRate: rate,
     duration,
     sent: s.sent,
@@ -560,7 +638,9 @@ async function main() {
       continue;
     }
     if (cmd.cmd === 'step') {
-      emit(await runStep(Number(cmd.rate), Number(cmd.duration)));
+      emit(await runStep(Number(cmd.rate), Number(cmd.duration), cmd.kind === 'log' ? 'log' : 'message'));
+    } else if (cmd.cmd === 'targets') {
+      emit(await sendTargets());
     } else if (cmd.cmd === 'finish') {
       emit(await finish());
     } else if (cmd.cmd === 'status') {

@@ -293,12 +293,15 @@ def step_failures(result: dict, p99_limit: float) -> list[str]:
     return reasons
 
 
-def run_step(loadgen: LoadGen, servers: list[Server], rate: float, args) -> dict:
+def run_step(
+    loadgen: LoadGen, servers: list[Server], rate: float, args, kind: str = "message"
+) -> dict:
+    """One step: new messages (`message`) or edits and reactions (`log`) at `rate` per second."""
     for server in servers:
         server.check_alive()
     cpu0 = [s.cpu() for s in servers]
     t0 = time.monotonic()
-    loadgen.command(cmd="step", rate=rate, duration=args.duration)
+    loadgen.command(cmd="step", rate=rate, duration=args.duration, kind=kind)
     # Generous: reconnects and the settle wait come before the timed part.
     result = loadgen.read_event(args.duration + args.drain + 300, servers)
     wall = time.monotonic() - t0
@@ -308,8 +311,9 @@ def run_step(loadgen: LoadGen, servers: list[Server], rate: float, args) -> dict
     result["serverRssKB"] = sum(s.rss_kb() for s in servers)
     result["failures"] = step_failures(result, args.p99_limit)
     result["passed"] = not result["failures"]
+    unit = "msg/s" if kind == "message" else "changes/s"
     log(
-        f"  {rate:>7.0f} msg/s: delivered/s {result['deliveredPerSec']:>9.0f}"
+        f"  {rate:>7.0f} {unit}: delivered/s {result['deliveredPerSec']:>9.0f}"
         f"  p50 {result['p50Ms']:>7.1f}  p99 {result['p99Ms']:>8.1f}  max {result['maxMs']:>8.1f} ms"
         f"  lost {result['lost']}  dup {result['duplicates']}  longest silence {result['maxFrameGapMs']:.0f} ms"
         f"  server CPU {result['serverCpuPct']}%"
@@ -319,9 +323,16 @@ def run_step(loadgen: LoadGen, servers: list[Server], rate: float, args) -> dict
 
 
 def measure_target(
-    name: str, servers: list[Server], data: dict[str, Path], args, workdir: Path, out: dict
+    name: str,
+    servers: list[Server],
+    data: dict[str, Path],
+    args,
+    workdir: Path,
+    out: dict,
+    chat_log: bool = False,
 ) -> None:
-    """Connect/memory measurement, steady step and search against running servers.
+    """Connect/memory measurement, steady step and search against running servers, and with
+    `chat_log` (our server; the reference and the ceiling have no edits) the chat log's steps.
 
     Fills `out` as it goes, so that what was measured survives a later failure.
     """
@@ -358,8 +369,8 @@ def measure_target(
         out["loadConnect"] = {k: v for k, v in gen.read_event(600, servers).items() if k != "event"}
         done: list[dict] = []  # the session's steps in order, to attach late deliveries to
 
-        def step(rate: float) -> dict:
-            result = run_step(gen, servers, rate, args)
+        def step(rate: float, kind: str = "message") -> dict:
+            result = run_step(gen, servers, rate, args, kind)
             attach_late(done, result.pop("previous", None))
             done.append(result)
             return result
@@ -382,10 +393,44 @@ def measure_target(
                 search["p99AtMaxMs"] = result["p99Ms"]
             else:
                 search["stopReason"] = "every rate of the ladder passed: raise --search"
+        if chat_log and args.log_fractions and out["search"]["maxRate"]:
+            out["log"] = measure_log(name, gen, servers, out["search"]["maxRate"], step, args)
         # Collect the last step's late deliveries.
         gen.command(cmd="finish")
         attach_late(done, gen.read_event(args.settle_max + 60, servers).get("previous"))
     out["peakRssKB"] = sum(s.peak_rss_kb() for s in servers)
+
+
+def measure_log(
+    name: str, gen: LoadGen, servers: list[Server], max_rate: float, step, args
+) -> dict:
+    """The chat log's speed: edits and reactions at fractions of the max message rate.
+
+    Each sender changes one message of its own (alternately an edit and a reaction added or
+    removed); every member gets an `update` per change, so a change costs what a message does
+    in deliveries. The result's `ratioToMessages` is the highest passing rate over `max_rate`."""
+    log(f"[{name}] chat log: every sender's message to change")
+    gen.command(cmd="targets")
+    targets = gen.read_event(120, servers)
+    out = {
+        "targets": {k: v for k, v in targets.items() if k != "event"},
+        "messagesMaxRate": max_rate,
+        "steps": [],
+        "maxRate": None,
+        "maxDeliveriesPerSec": None,
+    }
+    log(f"[{name}] chat log: edits and reactions at {args.log_fractions} of {max_rate:g}/s")
+    for fraction in args.log_fractions:
+        result = step(max_rate * fraction, "log")
+        out["steps"].append(result)
+        if not result["passed"]:
+            out["stoppedAt"] = result["targetRate"]
+            out["stopReason"] = "; ".join(result["failures"])
+            break
+        out["maxRate"] = result["targetRate"]
+        out["maxDeliveriesPerSec"] = result["deliveredPerSec"]
+    out["ratioToMessages"] = round(out["maxRate"] / max_rate, 2) if out["maxRate"] else None
+    return out
 
 
 def attach_late(done: list[dict], previous: dict | None) -> None:
@@ -923,7 +968,7 @@ def bench_ours(config: str, args, workdir: Path) -> dict:
         for server in servers:
             server.wait_ready(http_path="/healthz")
         log(f"[{config}] {processes} server process(es) up: {', '.join(s.url for s in servers)}")
-        measure_target(config, servers, data, args, workdir, result)
+        measure_target(config, servers, data, args, workdir, result, chat_log=True)
         if args.storm_missed:
             result["storm"] = measure_storm(config, servers, env, data["load"], workdir, args)
         if sink:
@@ -1099,6 +1144,11 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
         ("p99 at max (ms)", ("search", "p99AtMaxMs"), 1),
         ("search stopped at (msg/s)", ("search", "stoppedAt"), 0),
         ("why it stopped", ("search", "stopReason"), 0),
+        ("chat log (edits, reactions): max rate passing (changes/s)", ("log", "maxRate"), 0),
+        ("chat log: max deliveries/s", ("log", "maxDeliveriesPerSec"), 0),
+        ("chat log: max rate over the max message rate", ("log", "ratioToMessages"), 2),
+        ("chat log: stopped at (changes/s)", ("log", "stoppedAt"), 0),
+        ("chat log: why it stopped", ("log", "stopReason"), 0),
         ("peak RSS (MB)", ("peakRssMB",), 1),
         (
             f"storm: {args.users} reconnect, {args.storm_missed} missed a chat: all caught up (ms)",
@@ -1204,7 +1254,11 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
         text += f"\n\n**{r['config']}** ({r['description']})"
         if r.get("error"):
             text += f"\n\nFAILED: {r['error']}"
-        steps = ([r["steady"]] if r.get("steady") else []) + (get(r, "search", "steps") or [])
+        steps = (
+            ([r["steady"]] if r.get("steady") else [])
+            + (get(r, "search", "steps") or [])
+            + (get(r, "log", "steps") or [])
+        )
         if steps:
             text += (
                 "\n\n| msg/s | sent | expected | delivered | lost | late | never seen | dup"
@@ -1213,6 +1267,8 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
             )
             for i, s in enumerate(steps):
                 label = f"{s['targetRate']:g}" + (" (steady)" if i == 0 and r.get("steady") else "")
+                if s.get("kind") == "log":
+                    label += " (log)"
                 verdict = "ok" if s["passed"] else "; ".join(s["failures"])
                 if not s.get("settled", True):
                     verdict += " (began while an earlier backlog was still arriving)"
@@ -1283,6 +1339,13 @@ def parse_args(argv=None):
         help="the max-throughput search's ladder of rates (messages/s), comma-separated",
     )
     parser.add_argument("--no-search", dest="search_rates", action="store_const", const="")
+    parser.add_argument(
+        "--log",
+        dest="log_fractions",
+        default="0.5,0.75,1",
+        help="after the search, the chat log's steps (edits and reactions) at these fractions"
+        " of the max message rate, comma-separated; empty skips them",
+    )
     parser.add_argument("--p99-limit", type=float, default=200.0, help="ms; a step above fails")
     parser.add_argument(
         "--connect-users", type=int, default=5000, help="connections for connect time and memory"
@@ -1354,6 +1417,7 @@ def parse_args(argv=None):
         if config not in CONFIGS:
             parser.error(f"unknown --config {config!r}; choose from {', '.join(CONFIGS)}")
     args.search_rates = [float(r) for r in args.search_rates.split(",") if r.strip()]
+    args.log_fractions = [float(f) for f in args.log_fractions.split(",") if f.strip()]
     if args.users < args.chat_size or args.connect_users < 1:
         parser.error("--users must be at least --chat-size and --connect-users positive")
     return args
