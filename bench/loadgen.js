@@ -271,7 +271,7 @@ function onDelivery(i, id, now) {
 
 function onTarget(id, buf) {
   const owner = +id.slice(targetPrefix.length);
-  if (targetId[owner] !== null) return; // another member's copy
+  if (targetId[owner] !== null) return; // already known from another member's copy
   const message = JSON.parse(buf.toString('utf8')).data.message;
   targetId[owner] = String(message.id);
   targetOwner.set(String(message.id), owner);
@@ -418,14 +418,16 @@ function sendOne(s) {
     s.expected += chatMemberCount[chat];
     const id = s.prefix + n;
     s.sendTime[n] = performance.now();
-    if (s.kind === 'log') c.ws.send(logChange(s, i, n));
-    else {
-      c.ws.send(`{"type":"message","data":{"chatId":"${users[i].chatId}",` +
-        `"text":"${s.text}","clientMessageId":"${id}"}}`);
-    }
+    c.ws.send(s.kind === 'log' ? logChange(s, i, n) : messageFrame(i, s.text, id));
     return true;
   }
   return false;
+}
+
+// A `message` frame of user i (text and id need no escaping).
+function messageFrame(i, text, clientMessageId) {
+  return `{"type":"message","data":{"chatId":"${users[i].chatId}",` +
+    `"text":"${text}","clientMessageId":"${clientMessageId}"}}`;
 }
 
 // The sender's next change to its target: an edit (new text each time), then a
@@ -448,8 +450,7 @@ async function sendTargets(timeoutS = 60) {
   const started = performance.now();
   for (let i = 0; i < N; i++) {
     if (clients[i].open && targetId[i] === null) {
-      clients[i].ws.send(`{"type":"message","data":{"chatId":"${users[i].chatId}",` +
-        `"text":"target","clientMessageId":"${targetPrefix}${i}"}}`);
+      clients[i].ws.send(messageFrame(i, 'target', `${targetPrefix}${i}`));
     }
   }
   const missing = () => clients.filter((c, i) => c.open && targetId[i] === null).length;

@@ -380,25 +380,31 @@ def measure_target(
         out["search"] = {"steps": [], "maxRate": None, "maxDeliveriesPerSec": None}
         if args.search_rates:
             log(f"[{name}] max-throughput search")
-            search = out["search"]
-            for rate in args.search_rates:
-                result = step(rate)
-                search["steps"].append(result)
-                if not result["passed"]:
-                    search["stoppedAt"] = rate
-                    search["stopReason"] = "; ".join(result["failures"])
-                    break
-                search["maxRate"] = rate
-                search["maxDeliveriesPerSec"] = result["deliveredPerSec"]
-                search["p99AtMaxMs"] = result["p99Ms"]
-            else:
-                search["stopReason"] = "every rate of the ladder passed: raise --search"
+            if climb(out["search"], args.search_rates, step):
+                out["search"]["stopReason"] = "every rate of the ladder passed: raise --search"
         if chat_log and args.log_fractions and out["search"]["maxRate"]:
             out["log"] = measure_log(name, gen, servers, out["search"]["maxRate"], step, args)
         # Collect the last step's late deliveries.
         gen.command(cmd="finish")
         attach_late(done, gen.read_event(args.settle_max + 60, servers).get("previous"))
     out["peakRssKB"] = sum(s.peak_rss_kb() for s in servers)
+
+
+def climb(into: dict, rates: list[float], step, kind: str = "message") -> bool:
+    """One step per rate, stopping at the first that fails; fills `into` as it goes (`steps`,
+    `maxRate`, `maxDeliveriesPerSec`, `p99AtMaxMs`, and `stoppedAt`, `stopReason` of a failure).
+    True when every rate passed."""
+    for rate in rates:
+        result = step(rate, kind)
+        into["steps"].append(result)
+        if not result["passed"]:
+            into["stoppedAt"] = rate
+            into["stopReason"] = "; ".join(result["failures"])
+            return False
+        into["maxRate"] = rate
+        into["maxDeliveriesPerSec"] = result["deliveredPerSec"]
+        into["p99AtMaxMs"] = result["p99Ms"]
+    return True
 
 
 def measure_log(
@@ -420,15 +426,7 @@ def measure_log(
         "maxDeliveriesPerSec": None,
     }
     log(f"[{name}] chat log: edits and reactions at {args.log_fractions} of {max_rate:g}/s")
-    for fraction in args.log_fractions:
-        result = step(max_rate * fraction, "log")
-        out["steps"].append(result)
-        if not result["passed"]:
-            out["stoppedAt"] = result["targetRate"]
-            out["stopReason"] = "; ".join(result["failures"])
-            break
-        out["maxRate"] = result["targetRate"]
-        out["maxDeliveriesPerSec"] = result["deliveredPerSec"]
+    climb(out, [max_rate * fraction for fraction in args.log_fractions], step, "log")
     out["ratioToMessages"] = round(out["maxRate"] / max_rate, 2) if out["maxRate"] else None
     return out
 
