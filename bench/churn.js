@@ -11,7 +11,8 @@
 // they hold with nothing missing below it, and their rev), and send again,
 // under the same clientMessageId, whatever they sent and never saw echoed.
 // --slow clients read in bursts (their socket paused 800 ms of every second);
-// a slow client the server lets go comes back like a churning one. --never
+// a slow client the server lets go comes back like a churning one; a refused or
+// failed handshake is tried again 250–1,000 ms later, as a real client would. --never
 // clients stop reading after their `connect` frame and never send: the server
 // must let them go without growing (bench/run.py samples its memory meanwhile).
 //
@@ -68,6 +69,7 @@ const users = JSON.parse(fs.readFileSync(opts.data, 'utf8')).users;
 const urls = opts.urls.split(',').map((u) => u.replace(/\/+$/, ''));
 const random = prng(opts.seed);
 const problems = {};
+const refusals = {}; // error codes of refused handshakes (each tried again)
 const problem = (key) => { problems[key] = (problems[key] || 0) + 1; };
 const started = performance.now();
 const elapsed = () => (performance.now() - started) / 1000;
@@ -94,6 +96,7 @@ class Client {
     this.open = false;
     this.connections = 0;
     this.dropsByServer = 0;
+    this.retries = 0; // handshakes refused or failed, tried again
     this.pauseTimer = null;
   }
 
@@ -153,7 +156,10 @@ class Client {
           const summary = data.chats[this.user.chatId];
           if (summary && summary.hasMore) { replaying = true; this.sync(ws); }
         } else if (frame.type === 'error') {
-          problem(`error ${data.code}`);
+          // Before `connect`: the handshake is refused (over the per-user cap while the server
+          // has not yet seen this client's last socket go): the client tries again below.
+          if (greeted) problem(`error ${data.code}`);
+          else refusals[data.code] = (refusals[data.code] || 0) + 1;
         }
       });
       ws.on('error', () => {});
@@ -161,7 +167,13 @@ class Client {
         clearInterval(this.pauseTimer);
         const wasOpen = this.open && this.ws === ws;
         if (this.ws === ws) this.open = false;
-        if (!greeted) { problem('handshake failed'); resolve(); }
+        if (!greeted) {
+          // Refused or failed: a real client backs off and tries again, and so does this one.
+          this.retries += 1;
+          if (running) setTimeout(() => this.connect().then(resolve), 250 + random() * 750);
+          else { problem('handshake failed'); resolve(); }
+          return;
+        }
         if (wasOpen && !this.leaving && running) {
           // Not our doing: the server let a slow client go. It comes back like a churning one.
           this.dropsByServer += 1;
@@ -300,6 +312,8 @@ async function main() {
     churnedConnections: churned,
     reconnects: clients.reduce((n, c) => n + Math.max(0, c.connections - 1), 0),
     droppedByServer: clients.reduce((n, c) => n + c.dropsByServer, 0),
+    handshakesRetried: clients.reduce((n, c) => n + c.retries, 0),
+    refusals,
     caughtUpAfterMs: late.length ? null : caughtUpMs,
     readersComplete: readers.length - late.length,
     problems,

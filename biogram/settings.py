@@ -207,6 +207,9 @@ WS_PING_INTERVAL = env_float("WS_PING_INTERVAL", 20.0)
 WS_PING_TIMEOUT = env_float("WS_PING_TIMEOUT", 20.0)
 # Frames waiting for a socket whose client does not read; past this it is closed (4009).
 WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 1000)
+# Messages and changes one socket may have on their way to the database at once; past it the
+# server stops reading that socket until one is stored (backpressure on the sender alone).
+WS_PIPELINE = env_int("WS_PIPELINE", 64)
 # Open sockets per user (all processes together, with Redis); the newest past it gets 4029.
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 

@@ -357,9 +357,10 @@ def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
     replies among them answer; the others' results are set (a refusal, a stored retry, or the
     index of the same retry in this batch)."""
     chat_ids = {r.chat_id for r in batch if r.chat_id is not None}
-    sender_ids = {r.sender.pk for r in batch}
     storage.lock_chats(chat_ids)
-    standing = storage.senders_standing(chat_ids, sender_ids)
+    standing = storage.senders_standing(
+        {(r.chat_id, r.sender.pk) for r in batch if r.chat_id is not None}
+    )
     stored = storage.stored_client_ids(
         {
             (r.chat_id, r.sender.pk, r.client_message_id)
@@ -527,12 +528,17 @@ def apply_changes(batch: list[Change]) -> list:
 def _apply_changes(batch: list[Change]) -> list:
     results: list = [None] * len(batch)
     chat_ids = {c.chat_id for c in batch if c.chat_id is not None}
-    member_ids = {c.actor.pk for c in batch if c.action in MEMBER_ACTIONS}
     now = timezone.now()
     log = _ChangeLog(now)
     with transaction.atomic():
         last_revs = storage.lock_chats_for_changes(chat_ids) if chat_ids else {}
-        memberships = storage.senders_standing(set(last_revs), member_ids)
+        memberships = storage.senders_standing(
+            {
+                (c.chat_id, c.actor.pk)
+                for c in batch
+                if c.action in MEMBER_ACTIONS and c.chat_id in last_revs
+            }
+        )
         messages = _messages_for_changes(
             {(c.chat_id, c.message_id) for c in batch if c.message_id and c.chat_id is not None}
         )

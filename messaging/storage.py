@@ -28,23 +28,42 @@ def placeholders(values) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def senders_standing(chat_ids: set, user_ids: set) -> dict[tuple[int, int], tuple[bool, bool]]:
-    """(chat id, user id) -> (muted now, user active), for the memberships among those chats
-    and users (a mute past its `muted_until` has ended). Inside the storing transaction; on
-    PostgreSQL the rows are share-locked, so a removal or a ban committing meanwhile is
-    either seen here or waits for this commit."""
-    if not chat_ids or not user_ids:
+def _matching(columns: tuple[str, ...], keys: set[tuple]) -> tuple[str, list]:
+    """A WHERE clause matching rows whose `columns` equal one of `keys`, and its parameters.
+
+    PostgreSQL: each column `IN` its values (the cross product of the lists, a superset the
+    caller's lookups by key ignore), which its planner turns into index scans and, on the
+    chat column, into the chat's partitions. SQLite probes the index once per combination of
+    those lists (30 keys: 27,000 probes, about 1 ms), so there one OR'ed equality per key,
+    which it runs as one index lookup each (about 70 µs for 30 keys)."""
+    if connection.vendor == "postgresql":
+        lists = [sorted({key[i] for key in keys}) for i in range(len(columns))]
+        clause = " AND ".join(
+            f"{column} IN ({placeholders(values)})"
+            for column, values in zip(columns, lists, strict=True)
+        )
+        return clause, [value for values in lists for value in values]
+    one = "(" + " AND ".join(f"{column} = %s" for column in columns) + ")"
+    return " OR ".join([one] * len(keys)), [value for key in keys for value in key]
+
+
+def senders_standing(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool]]:
+    """(chat id, user id) -> (muted now, user active), for those memberships that exist (a mute
+    past its `muted_until` has ended). Inside the storing transaction; on PostgreSQL the rows
+    are share-locked, so a removal or a ban committing meanwhile is either seen here or waits
+    for this commit."""
+    if not pairs:
         return {}
     lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    where, params = _matching(("m.chat_id", "m.user_id"), pairs)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT m.chat_id, m.user_id,"
             f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
             f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
-            f" WHERE m.chat_id IN ({placeholders(chat_ids)})"
-            f" AND m.user_id IN ({placeholders(user_ids)}){lock}",
-            [now, *chat_ids, *user_ids],
+            f" WHERE {where}{lock}",
+            [now, *params],
         )
         return {
             (chat_id, user_id): (bool(muted), bool(active))
@@ -58,17 +77,13 @@ def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, s
     By chat first, like the unique key it reads: one partition per chat on PostgreSQL."""
     if not keys:
         return {}
-    chat_ids, sender_ids, client_ids = ({key[i] for key in keys} for i in range(3))
+    where, params = _matching(("chat_id", "sender_id", "client_message_id"), keys)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id FROM {MESSAGE} WHERE chat_id IN ({placeholders(chat_ids)})"
-            f" AND sender_id IN ({placeholders(sender_ids)})"
-            f" AND client_message_id IN ({placeholders(client_ids)})",
-            [*chat_ids, *sender_ids, *client_ids],
-        )
+        cursor.execute(f"SELECT id FROM {MESSAGE} WHERE {where}", params)
         ids = [row[0] for row in cursor.fetchall()]
     if not ids:
         return {}
+    chat_ids = {key[0] for key in keys}
     stored = Message.objects.framed(*chat_ids).filter(pk__in=ids)
     return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
 

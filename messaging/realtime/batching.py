@@ -48,13 +48,18 @@ class BatchRunner:
 
     async def submit(self, item):
         """The result for `item`, once the batch it joined has run; raises the item's exception."""
+        return await self.enqueue(item)
+
+    def enqueue(self, item) -> asyncio.Future:
+        """`submit` without waiting: the future of `item`'s result. Items are handled, and their
+        futures resolved, in the order they were enqueued."""
         loop = asyncio.get_running_loop()
         if self.loop is not loop or self.task is None or self.task.done():
             self._start(loop)
         future = loop.create_future()
         self.pending.append((item, future))
         self.wakeup.set()
-        return await future
+        return future
 
     def _start(self, loop) -> None:
         # A new event loop (each test has its own) or a runner task that died: start afresh.

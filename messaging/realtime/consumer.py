@@ -27,7 +27,7 @@ from messaging.realtime.flood import FloodGuard
 from messaging.realtime.loaders import connection_state, read_sync_page
 from messaging.realtime.socket import SocketConsumer
 from messaging.realtime.typing_indicators import TypingIndicators
-from messaging.realtime.writer import change_writer, writer
+from messaging.realtime.writer import NOT_APPLIED, change_writer, writer
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,12 @@ live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
 class ChatConsumer(SocketConsumer):
     """Authenticates, joins the user's chats, and turns frames into service calls and back."""
 
+    pipelined_frames = {
+        "message": "messages",
+        "edit": "changes",
+        "delete": "changes",
+        "react": "changes",
+    }
     user_key: str | None = None  # the user's id once authenticated
     started = False
     held_back: list[dict] | None = None  # events that came before the `connect` frame
@@ -181,37 +187,59 @@ class ChatConsumer(SocketConsumer):
         if frame.sender_id is not None and frame.sender_id != self.user_key:
             raise Forbidden("senderId is not the authenticated user.")
         self.flood.admit()
-        message, created = await writer.store(
-            services.Outgoing(
-                self.user, frame.chat_id, frame.text, frame.client_message_id, frame.reply_to
-            )
+        request = services.Outgoing(
+            self.user, frame.chat_id, frame.text, frame.client_message_id, frame.reply_to
         )
+        # A message to a chat this socket has not joined, or a reply (whose target may not be
+        # found), is likely refused: it is not pipelined, so its error keeps its place.
+        alone = str(frame.chat_id) not in self.chat_ids or frame.reply_to is not None
+        if alone:
+            await self.pipeline_drained()
+        await self.pipelined(
+            writer.enqueue(request), protocol.frame_ref(frame), self.stored, failure=Unavailable()
+        )
+        if alone:
+            await self.pipeline_drained()
+
+    def stored(self, result) -> None:
+        message, created = result
         if not created:
-            # A retry: the stored copy is this connection's acknowledgement.
+            # A retry: the stored copy is this connection's acknowledgement (a new message's
+            # is its broadcast).
             self.send_frame(protocol.message_frame(message))
 
     async def on_edit(self, frame: protocol.Edit):
         await self.change(
+            frame,
             services.Change(
                 self.user, frame.chat_id, frame.message_id, services.Action.EDIT, text=frame.text
-            )
+            ),
         )
 
     async def on_delete(self, frame: protocol.Delete):
         await self.change(
-            services.Change(self.user, frame.chat_id, frame.message_id, services.Action.DELETE)
+            frame,
+            services.Change(self.user, frame.chat_id, frame.message_id, services.Action.DELETE),
         )
 
     async def on_react(self, frame: protocol.React):
         action = services.Action.REACT if frame.on else services.Action.UNREACT
         await self.change(
-            services.Change(self.user, frame.chat_id, frame.message_id, action, emoji=frame.emoji)
+            frame,
+            services.Change(self.user, frame.chat_id, frame.message_id, action, emoji=frame.emoji),
         )
 
-    async def change(self, change: services.Change) -> None:
+    async def change(self, frame, change: services.Change) -> None:
         """Edits, deletions and reactions count against the message rate like messages."""
         self.flood.admit()
-        outcome = await change_writer.apply(change)
+        await self.pipelined(
+            change_writer.enqueue(change),
+            protocol.frame_ref(frame),
+            self.changed,
+            failure=Unavailable(NOT_APPLIED),
+        )
+
+    def changed(self, outcome: services.Outcome) -> None:
         if not outcome.changed:
             # Nothing changed, nothing announced: the current state answers this connection.
             self.send_frame(outcome.frame)

@@ -22,6 +22,7 @@ handlers.
 """
 
 import asyncio
+import functools
 import logging
 
 from channels.consumer import AsyncConsumer
@@ -45,6 +46,11 @@ CLOSE_SLOW_CLIENT = 4009  # counted in metrics and logs; the client sees 1006 (n
 class SocketConsumer(AsyncConsumer):
     """One WebSocket connection: reads ASGI events, writes through a bounded outbox."""
 
+    # Frame type -> the pipeline (a batch writer) its handler hands its work to with
+    # `pipelined`, reading the next frames meanwhile; see `in_order`.
+    pipelined_frames: dict[str, str] = {}
+    pipeline: str | None = None
+
     async def __call__(self, scope, receive, send):
         daphne_compat.install_if_daphne()
         self.scope = scope
@@ -55,6 +61,7 @@ class SocketConsumer(AsyncConsumer):
         self.main_task = asyncio.current_task()
         self.closing = False
         self.dropped = False
+        self.in_flight: set[asyncio.Future] = set()
         self.channel_layer.attach(self.channel_name, self.on_event)
         try:
             while True:
@@ -102,6 +109,7 @@ class SocketConsumer(AsyncConsumer):
             return
         limit = settings.WS_MAX_FRAME_BYTES
         if text_data is None:
+            await self.in_order()
             if len(bytes_data or b"") > limit:
                 self.close_with(CLOSE_TOO_BIG)
             else:
@@ -112,12 +120,14 @@ class SocketConsumer(AsyncConsumer):
         if len(text_data) > limit or (
             len(text_data) * 4 > limit and len(text_data.encode("utf-8", "surrogatepass")) > limit
         ):
+            await self.in_order()
             self.close_with(CLOSE_TOO_BIG)
             return
         try:
             frame = protocol.parse_frame(text_data)
         except protocol.FrameError as error:
             metrics.FRAMES_IN.labels(type="invalid").inc()
+            await self.in_order()
             self.send_error(error, error.ref)
             return
         metrics.FRAMES_IN.labels(type=frame.type_name).inc()
@@ -126,8 +136,10 @@ class SocketConsumer(AsyncConsumer):
         log = logging.getLogger(type(self).__module__)
         log.debug("frame %s", frame.type_name)
         try:
+            await self.in_order(self.pipelined_frames.get(frame.type_name))
             await getattr(self, f"on_{frame.type_name}")(frame)
         except MessagingError as error:
+            await self.in_order()
             self.refuse(error, protocol.frame_ref(frame))
         except DatabaseError:
             log.warning("database error on %s frame", frame.type_name, exc_info=True)
@@ -138,6 +150,15 @@ class SocketConsumer(AsyncConsumer):
         finally:
             if context is not None:
                 biogram_logging.socket_context.reset(context)
+
+    async def in_order(self, pipeline: str | None = None) -> None:
+        """Before a frame is handled: the answers of the pipelined frames before it go first,
+        unless it joins them (a frame of the same `pipeline`: one writer, which keeps their
+        order). So a client sees its answers in the order of its frames."""
+        if self.in_flight and (pipeline is None or pipeline != self.pipeline):
+            await self.pipeline_drained()
+        if pipeline is not None:
+            self.pipeline = pipeline
 
     def send_error(self, error: MessagingError, ref) -> None:
         metrics.ERRORS.labels(code=error.code).inc()
@@ -156,6 +177,48 @@ class SocketConsumer(AsyncConsumer):
     def say_goodbye(self, reason: str) -> None:
         """`disconnect` with the reason the server is about to close this socket."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------ pipelined frames
+
+    async def pipelined(
+        self, future: asyncio.Future, ref, on_result, *, failure: MessagingError
+    ) -> None:
+        """Read the next frames while this one's work (`future`, from a batch writer) is done.
+
+        Its result goes to `on_result`, or its refusal to the client as an `error` frame with
+        `ref` (`failure` when the error is not a refusal: nothing was stored), when it comes:
+        in the order the frames were sent, since the writer resolves its futures in the order
+        they were enqueued. A client that sends faster than the database stores has at most
+        WS_PIPELINE frames on their way; past that this socket is not read until one is done,
+        which holds back that client alone.
+        """
+        self.in_flight.add(future)
+        future.add_done_callback(
+            functools.partial(self._settled, ref=ref, on_result=on_result, failure=failure)
+        )
+        if len(self.in_flight) >= settings.WS_PIPELINE:
+            await asyncio.wait(tuple(self.in_flight), return_when=asyncio.FIRST_COMPLETED)
+
+    async def pipeline_drained(self) -> None:
+        """Wait until every pipelined frame's result has been handled."""
+        while self.in_flight:
+            await asyncio.wait(tuple(self.in_flight))
+
+    def _settled(self, future: asyncio.Future, *, ref, on_result, failure) -> None:
+        self.in_flight.discard(future)
+        if future.cancelled():
+            return
+        error = future.exception()
+        try:
+            if error is None:
+                on_result(future.result())
+            elif isinstance(error, MessagingError):
+                self.refuse(error, ref)
+            else:
+                logger.warning("a pipelined frame failed: %r", error)
+                self.send_error(failure, ref)
+        except Exception:
+            logger.exception("answering a pipelined frame failed")
 
     # ------------------------------------------------------------ writing
 

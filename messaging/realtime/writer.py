@@ -17,30 +17,27 @@ batch, chats locked in id order), under the same lock, so a chat's new
 messages and changes leave this process in rev order.
 """
 
+import asyncio
 import logging
 
 from messaging import events, services
-from messaging.errors import MessagingError, Unavailable
+from messaging.errors import MessagingError
 from messaging.realtime.batching import BatchRunner
 
 logger = logging.getLogger(__name__)
+
+NOT_APPLIED = "The change was not stored; try again."  # what the client is told then
 
 
 class MessageWriter:
     def __init__(self, max_batch: int = 500):
         self.runner = BatchRunner(self._store, name="message-writer", max_batch=max_batch)
 
-    async def store(self, request: services.Outgoing):
-        """Store one message; (message, created), or raises the MessagingError refusing it.
-
-        Returns once the message is committed and its broadcast is on its way.
-        """
-        try:
-            return await self.runner.submit(request)
-        except MessagingError:
-            raise
-        except Exception as exc:
-            raise Unavailable() from exc
+    def enqueue(self, request: services.Outgoing) -> asyncio.Future:
+        """Store one message: the future of (message, created), set once it is committed and
+        its broadcast is on its way; a MessagingError refuses it, any other error means it was
+        not stored."""
+        return self.runner.enqueue(request)
 
     def _store(self, requests: list) -> list:
         with services.publish_order:
@@ -61,17 +58,11 @@ class ChangeWriter:
     def __init__(self, max_batch: int = 500):
         self.runner = BatchRunner(self._apply, name="change-writer", max_batch=max_batch)
 
-    async def apply(self, change: services.Change) -> services.Outcome:
-        """Apply one change; its `Outcome`, or raises the MessagingError refusing it.
-
-        Returns once the change is committed and its broadcast is on its way.
-        """
-        try:
-            return await self.runner.submit(change)
-        except MessagingError:
-            raise
-        except Exception as exc:
-            raise Unavailable("The change was not stored; try again.") from exc
+    def enqueue(self, change: services.Change) -> asyncio.Future:
+        """Apply one change: the future of its `Outcome`, set once it is committed and its
+        broadcast is on its way; a MessagingError refuses it, any other error means it was not
+        applied."""
+        return self.runner.enqueue(change)
 
     def _apply(self, changes: list) -> list:
         with services.publish_order:
