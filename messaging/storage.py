@@ -28,6 +28,9 @@ def placeholders(values) -> str:
     return ", ".join(["%s"] * len(values))
 
 
+OR_KEYS = 300
+
+
 def _matching(columns: tuple[str, ...], keys: set[tuple]) -> tuple[str, list]:
     """A WHERE clause matching rows whose `columns` equal one of `keys`, and its parameters.
 
@@ -35,8 +38,9 @@ def _matching(columns: tuple[str, ...], keys: set[tuple]) -> tuple[str, list]:
     caller's lookups by key ignore), which its planner turns into index scans and, on the
     chat column, into the chat's partitions. SQLite probes the index once per combination of
     those lists (30 keys: 27,000 probes, about 1 ms), so there one OR'ed equality per key,
-    which it runs as one index lookup each (about 70 µs for 30 keys)."""
-    if connection.vendor == "postgresql":
+    which it runs as one index lookup each (about 70 µs for 30 keys), up to OR_KEYS keys
+    (SQLite's expression depth is limited to 1,000)."""
+    if connection.vendor == "postgresql" or len(keys) > OR_KEYS:
         lists = [sorted({key[i] for key in keys}) for i in range(len(columns))]
         clause = " AND ".join(
             f"{column} IN ({placeholders(values)})"
