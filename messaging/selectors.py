@@ -106,14 +106,15 @@ def _page_key(request: SyncRequest) -> tuple:
 
 
 def _read_sync_page(chat_id: int, seq: int, rev: int | None, limit: int, *, chat_rev: int):
-    messages = Message.objects.framed(chat_id)
-    new = list(messages.filter(seq__gt=seq).order_by("seq")[: limit + 1])
+    new = storage.framed_messages(chat_id, "m.seq > %s", [seq], "seq", limit + 1)
     has_more = len(new) > limit
     new = new[:limit]
     changed = []
     if rev is not None and not has_more:
         room = limit - len(new)
-        changed = list(messages.filter(seq__lte=seq, rev__gt=rev).order_by("rev")[: room + 1])
+        changed = storage.framed_messages(
+            chat_id, "m.seq <= %s AND m.rev > %s", [seq, rev], "rev", room + 1
+        )
         has_more = len(changed) > room
         changed = changed[:room]
     if not has_more:

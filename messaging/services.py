@@ -7,7 +7,6 @@ one transaction and announces the result to live connections after commit.
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -501,9 +500,7 @@ class Outcome:
     changed: bool
 
 
-class ReactionRow(NamedTuple):
-    emoji: str
-    user_id: int
+ReactionRow = storage.ReactionRow
 
 
 def apply_changes(batch: list[Change]) -> list:

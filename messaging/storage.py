@@ -8,19 +8,21 @@ and PostgreSQL both run; everything else stays in the ORM.
 """
 
 import contextlib
+from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from messaging.models import Chat, Membership, Message
+from messaging.models import Chat, Membership, Message, Reaction
 
 _quote = connection.ops.quote_name
 CHAT = _quote(Chat._meta.db_table)
 MEMBERSHIP = _quote(Membership._meta.db_table)
 MESSAGE = _quote(Message._meta.db_table)
 USER = _quote(get_user_model()._meta.db_table)
+REACTION = _quote(Reaction._meta.db_table)
 
 
 def placeholders(values) -> str:
@@ -239,3 +241,57 @@ def chats_and_co_members(user_ids: set[int]) -> tuple[dict, dict, dict]:
         else:
             co_members.setdefault(user_id, set()).add(other_id)
     return chats, co_members, last_seqs
+
+
+class ReactionRow(NamedTuple):
+    """One reaction of a message, as `protocol.reactions_data` reads it."""
+
+    emoji: str
+    user_id: int
+
+
+# Every column of a message row, in the order `framed_messages` selects them.
+MESSAGE_COLUMNS = tuple(field.attname for field in Message._meta.concrete_fields)
+_DATETIMES = {
+    field.attname
+    for field in Message._meta.concrete_fields
+    if field.get_internal_type() == "DateTimeField"
+}
+
+
+def framed_messages(chat_id: int, condition: str, params: list, order: str, limit: int) -> list:
+    """Up to `limit` messages of one chat meeting `condition` (SQL on the alias `m`), by
+    `order`, as `Message.objects.framed(chat_id)` gives them: each with `reply_to_seq` (read
+    in the same chat) and `reaction_rows`. Two plain queries, both naming the chat (one
+    partition on PostgreSQL): the ORM's cost per query and per object was most of a `sync`'s
+    (docs/benchmarks.md)."""
+    columns = ", ".join(f"m.{_quote(column)}" for column in MESSAGE_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns}, (SELECT r.seq FROM {MESSAGE} r WHERE r.chat_id = %s"
+            f" AND r.id = m.reply_to_id) FROM {MESSAGE} m WHERE m.chat_id = %s AND {condition}"
+            f" ORDER BY m.{order} LIMIT %s",
+            [chat_id, chat_id, *params, limit],
+        )
+        rows = cursor.fetchall()
+        to_datetime = getattr(connection.ops, "convert_datetimefield_value", None)
+        messages = {}
+        for row in rows:
+            fields = dict(zip(MESSAGE_COLUMNS, row, strict=False))
+            if to_datetime is not None:  # SQLite: text or naive values, as the ORM converts
+                for name in _DATETIMES:
+                    fields[name] = to_datetime(fields[name], None, connection)
+            fields["deleted_by_author"] = bool(fields["deleted_by_author"])
+            message = message_instance(**fields)
+            message.reply_to_seq = row[-1]
+            message.reaction_rows = []
+            messages[message.id] = message
+        if messages:
+            cursor.execute(
+                f"SELECT message_id, emoji, user_id FROM {REACTION} WHERE chat_id = %s"
+                f" AND message_id IN ({placeholders(messages)}) ORDER BY id",
+                [chat_id, *messages],
+            )
+            for message_id, emoji, user_id in cursor.fetchall():
+                messages[message_id].reaction_rows.append(ReactionRow(emoji, user_id))
+    return list(messages.values())

@@ -59,7 +59,12 @@ class ChatConsumer(SocketConsumer):
         "edit": "changes",
         "delete": "changes",
         "react": "changes",
+        "sync": "sync",
     }
+    # A sync's replay is history: a message acknowledged meanwhile arrives live, and the
+    # client drops a repeat by id (docs/protocol.md, Resume).
+    unordered_pipelines = frozenset({"sync"})
+    last_sync: asyncio.Future | None = None
     user_key: str | None = None  # the user's id once authenticated
     started = False
     held_back: list[dict] | None = None  # events that came before the `connect` frame
@@ -271,6 +276,21 @@ class ChatConsumer(SocketConsumer):
         )
 
     async def on_sync(self, frame: protocol.Sync):
+        # Read and replayed by a task of its own: meanwhile this socket's next frames are read
+        # (a reconnecting client's repeated sends, or its close). A second `sync` waits for the
+        # first's replay.
+        previous = self.last_sync
+        self.last_sync = asyncio.ensure_future(self.replay(frame, previous))
+        await self.pipelined(
+            self.last_sync,
+            "sync",
+            lambda _: None,
+            failure=Unavailable("The server cannot read your chats right now; sync again."),
+        )
+
+    async def replay(self, frame: protocol.Sync, previous: asyncio.Future | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
         # Every chat at once: each joins the sync reader's next batch, where identical reads
         # of other sockets (a reconnect storm) are made once.
         pages = await asyncio.gather(

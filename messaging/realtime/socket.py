@@ -24,6 +24,7 @@ handlers.
 import asyncio
 import functools
 import logging
+from collections import Counter
 
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
@@ -49,7 +50,10 @@ class SocketConsumer(AsyncConsumer):
     # Frame type -> the pipeline (a batch writer) its handler hands its work to with
     # `pipelined`, reading the next frames meanwhile; see `in_order`.
     pipelined_frames: dict[str, str] = {}
-    pipeline: str | None = None
+    # Pipelines whose answers need not keep their place among the others' (but do among
+    # their own, and before any frame not pipelined).
+    unordered_pipelines: frozenset[str] = frozenset()
+    pipeline: str | None = None  # the pipeline of the frame being handled
 
     async def __call__(self, scope, receive, send):
         daphne_compat.install_if_daphne()
@@ -61,7 +65,8 @@ class SocketConsumer(AsyncConsumer):
         self.main_task = asyncio.current_task()
         self.closing = False
         self.dropped = False
-        self.in_flight: set[asyncio.Future] = set()
+        self.in_flight: dict[asyncio.Future, str | None] = {}  # -> its pipeline
+        self.lanes: Counter = Counter()  # pipeline -> frames in flight
         self.channel_layer.attach(self.channel_name, self.on_event)
         try:
             while True:
@@ -85,6 +90,9 @@ class SocketConsumer(AsyncConsumer):
             self.outbox.abandon()
             if self.outbox.task is not None:
                 self.outbox.task.cancel()
+            for future in list(self.in_flight):
+                if isinstance(future, asyncio.Task):
+                    future.cancel()  # work of this socket's own (a writer's stores go on)
 
     # ------------------------------------------------------------ what subclasses implement
 
@@ -154,11 +162,17 @@ class SocketConsumer(AsyncConsumer):
     async def in_order(self, pipeline: str | None = None) -> None:
         """Before a frame is handled: the answers of the pipelined frames before it go first,
         unless it joins them (a frame of the same `pipeline`: one writer, which keeps their
-        order). So a client sees its answers in the order of its frames."""
-        if self.in_flight and (pipeline is None or pipeline != self.pipeline):
-            await self.pipeline_drained()
-        if pipeline is not None:
-            self.pipeline = pipeline
+        order) or either pipeline is one of `unordered_pipelines`. So a client sees its
+        answers in the order of its frames."""
+        if self.in_flight:
+            await self.pipeline_drained(
+                None
+                if pipeline is None
+                else lambda other: (
+                    other != pipeline and not {other, pipeline} & self.unordered_pipelines
+                )
+            )
+        self.pipeline = pipeline
 
     def send_error(self, error: MessagingError, ref) -> None:
         metrics.ERRORS.labels(code=error.code).inc()
@@ -192,20 +206,22 @@ class SocketConsumer(AsyncConsumer):
         WS_PIPELINE frames on their way; past that this socket is not read until one is done,
         which holds back that client alone.
         """
-        self.in_flight.add(future)
+        self.in_flight[future] = self.pipeline
+        self.lanes[self.pipeline] += 1
         future.add_done_callback(
             functools.partial(self._settled, ref=ref, on_result=on_result, failure=failure)
         )
         if len(self.in_flight) >= settings.WS_PIPELINE:
             await asyncio.wait(tuple(self.in_flight), return_when=asyncio.FIRST_COMPLETED)
 
-    async def pipeline_drained(self) -> None:
-        """Wait until every pipelined frame's result has been handled."""
-        while self.in_flight:
-            await asyncio.wait(tuple(self.in_flight))
+    async def pipeline_drained(self, which=None) -> None:
+        """Wait until the answers of every pipelined frame (of the pipelines `which` accepts)
+        have been sent."""
+        while waiting := [f for f, p in self.in_flight.items() if which is None or which(p)]:
+            await asyncio.wait(waiting)
 
     def _settled(self, future: asyncio.Future, *, ref, on_result, failure) -> None:
-        self.in_flight.discard(future)
+        self.lanes[self.in_flight.pop(future)] -= 1
         if future.cancelled():
             return
         error = future.exception()

@@ -48,7 +48,16 @@ def socket_state(server) -> dict[str, float]:
 
 # Tasks that run once per process whatever the sockets (each batch runner's worker starts with
 # its first call), and those of the /metrics request reading them.
-PROCESS_TASKS = {"BatchRunner._run": 8, "AccessWatch._watch": 1, "Server.serve": 1}
+PROCESS_TASKS = {
+    "BatchRunner._run": 8,
+    "AccessWatch._watch": 1,
+    "Server.serve": 1,
+    "Supervisor.watch": 1,  # the notifier's
+    # With Redis:
+    "RedisPresence._beat": 1,
+    "RedisSubscriber._listen": 1,
+    "RedisPublisher._publish_queued": 1,
+}
 SCRAPE_TASKS = {
     "RequestResponseCycle.run_asgi",
     "ASGIHandler.handle.<locals>.process_request",
