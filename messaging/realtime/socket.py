@@ -165,14 +165,17 @@ class SocketConsumer(AsyncConsumer):
         order) or either pipeline is one of `unordered_pipelines`. So a client sees its
         answers in the order of its frames."""
         if self.in_flight:
-            await self.pipeline_drained(
-                None
-                if pipeline is None
-                else lambda other: (
-                    other != pipeline and not {other, pipeline} & self.unordered_pipelines
-                )
-            )
+            if pipeline is None:
+                await self.pipeline_drained()
+            elif any(
+                count and self.ordered(other, pipeline) for other, count in self.lanes.items()
+            ):
+                await self.pipeline_drained(lambda other: self.ordered(other, pipeline))
         self.pipeline = pipeline
+
+    def ordered(self, earlier: str | None, later: str) -> bool:
+        """Whether a frame of pipeline `later` waits for the answers of `earlier`'s."""
+        return earlier != later and not {earlier, later} & self.unordered_pipelines
 
     def send_error(self, error: MessagingError, ref) -> None:
         metrics.ERRORS.labels(code=error.code).inc()
@@ -212,7 +215,8 @@ class SocketConsumer(AsyncConsumer):
             functools.partial(self._settled, ref=ref, on_result=on_result, failure=failure)
         )
         if len(self.in_flight) >= settings.WS_PIPELINE:
-            await asyncio.wait(tuple(self.in_flight), return_when=asyncio.FIRST_COMPLETED)
+            # The oldest is answered first (a writer resolves in the order enqueued).
+            await asyncio.wait([next(iter(self.in_flight))])
 
     async def pipeline_drained(self, which=None) -> None:
         """Wait until the answers of every pipelined frame (of the pipelines `which` accepts)
