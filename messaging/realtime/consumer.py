@@ -47,6 +47,11 @@ _connection_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
 # connection that stays open, instead of database_sync_to_async's connect-per-call.
 socket_db = CallRunner(name="socket-db")
 
+# What a pipelined frame's client is told when its work failed for want of the database.
+NOT_STORED = Unavailable()
+CHANGE_NOT_STORED = Unavailable(NOT_APPLIED)
+SYNC_NOT_READ = Unavailable("The server cannot read your chats right now; sync again.")
+
 # The open connections of this process, for a graceful shutdown.
 live_consumers: "weakref.WeakSet[ChatConsumer]" = weakref.WeakSet()
 
@@ -201,7 +206,7 @@ class ChatConsumer(SocketConsumer):
         if alone:
             await self.pipeline_drained()
         await self.pipelined(
-            writer.enqueue(request), protocol.frame_ref(frame), self.stored, failure=Unavailable()
+            writer.enqueue(request), protocol.frame_ref(frame), self.stored, failure=NOT_STORED
         )
         if alone:
             await self.pipeline_drained()
@@ -241,7 +246,7 @@ class ChatConsumer(SocketConsumer):
             change_writer.enqueue(change),
             protocol.frame_ref(frame),
             self.changed,
-            failure=Unavailable(NOT_APPLIED),
+            failure=CHANGE_NOT_STORED,
         )
 
     def changed(self, outcome: services.Outcome) -> None:
@@ -285,7 +290,7 @@ class ChatConsumer(SocketConsumer):
             self.last_sync,
             "sync",
             lambda _: None,
-            failure=Unavailable("The server cannot read your chats right now; sync again."),
+            failure=SYNC_NOT_READ,
         )
 
     async def replay(self, frame: protocol.Sync, previous: asyncio.Future | None) -> None:

@@ -85,6 +85,7 @@ class ChatChannelLayer(BaseChannelLayer):
         self.redis_url = (hosts[0] if hosts else None) or self.cluster_nodes
         self.channels: dict[str, asyncio.Queue] = {}
         self.groups: dict[str, dict[str, None]] = {}
+        self.memberships: dict[str, set[str]] = {}  # channel -> its groups (for detach)
         self.sinks: dict[str, Callable[[dict], None]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.bridge: _Bridge | None = None
@@ -155,7 +156,7 @@ class ChatChannelLayer(BaseChannelLayer):
         """Forget a channel: its sink, its queue and its groups (the consumer is gone)."""
         self.sinks.pop(channel, None)
         self.channels.pop(channel, None)
-        for group in [g for g, members in self.groups.items() if channel in members]:
+        for group in self.memberships.pop(channel, ()):
             self._discard(group, channel)
 
     def prime_order(self, group: str, last_seq: int, last_rev: int) -> None:
@@ -205,6 +206,7 @@ class ChatChannelLayer(BaseChannelLayer):
             if self.redis_url:
                 await self._bridge().subscriber.subscribe(f"g:{group}")
         members[channel] = None
+        self.memberships.setdefault(channel, set()).add(group)
 
     async def group_discard(self, group, channel):
         self.require_valid_group_name(group)
@@ -222,6 +224,7 @@ class ChatChannelLayer(BaseChannelLayer):
     async def flush(self):
         self.channels.clear()
         self.groups.clear()
+        self.memberships.clear()
         self.sequencer = Sequencer(self.fan_out)
         self.sinks.clear()
         if self.bridge is not None:
@@ -281,6 +284,11 @@ class ChatChannelLayer(BaseChannelLayer):
             metrics.FANOUT_SECONDS.observe(max(0.0, time.time() - stored_at))
 
     def _discard(self, group: str, channel: str) -> None:
+        joined = self.memberships.get(channel)
+        if joined is not None:
+            joined.discard(group)
+            if not joined:
+                del self.memberships[channel]
         members = self.groups.get(group)
         if members is None:
             return
@@ -316,6 +324,7 @@ class ChatChannelLayer(BaseChannelLayer):
             self.loop = running
             self.channels.clear()
             self.groups.clear()
+            self.memberships.clear()
             self.sequencer = Sequencer(self.fan_out)
             self.sinks.clear()
             self.bridge = None

@@ -67,6 +67,7 @@ class SocketConsumer(AsyncConsumer):
         self.dropped = False
         self.in_flight: dict[asyncio.Future, str | None] = {}  # -> its pipeline
         self.lanes: Counter = Counter()  # pipeline -> frames in flight
+        self.pipeline_limit = settings.WS_PIPELINE
         self.channel_layer.attach(self.channel_name, self.on_event)
         try:
             while True:
@@ -164,7 +165,7 @@ class SocketConsumer(AsyncConsumer):
         unless it joins them (a frame of the same `pipeline`: one writer, which keeps their
         order) or either pipeline is one of `unordered_pipelines`. So a client sees its
         answers in the order of its frames."""
-        if self.in_flight:
+        if self.in_flight and pipeline != self.pipeline:
             if pipeline is None:
                 await self.pipeline_drained()
             elif any(
@@ -214,7 +215,7 @@ class SocketConsumer(AsyncConsumer):
         future.add_done_callback(
             functools.partial(self._settled, ref=ref, on_result=on_result, failure=failure)
         )
-        if len(self.in_flight) >= settings.WS_PIPELINE:
+        if len(self.in_flight) >= self.pipeline_limit:
             # The oldest is answered first (a writer resolves in the order enqueued).
             await asyncio.wait([next(iter(self.in_flight))])
 

@@ -39,6 +39,7 @@ def snapshot() -> dict:
             layer_queues=len(layer.channels),
             layer_groups=len(layer.groups),
             layer_group_members=sum(len(members) for members in layer.groups.values()),
+            layer_channels_in_groups=len(layer.memberships),
             sequencer_chats=len(orders),
             sequencer_held=sum(len(order.held) for order in orders),
         )

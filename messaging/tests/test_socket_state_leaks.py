@@ -192,6 +192,7 @@ async def test_every_way_a_socket_ends_leaves_no_state_or_task_behind(
             "layer_queues": baseline["layer_queues"],
             "layer_groups": baseline["layer_groups"],
             "layer_group_members": baseline["layer_group_members"],
+            "layer_channels_in_groups": 1,
             "outbox_frames": 0,
             "sequencer_held": 0,
         },
