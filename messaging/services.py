@@ -566,23 +566,7 @@ def _apply_changes(batch: list[Change]) -> list:
 def _messages_for_changes(targets: set[tuple[int, int]]) -> dict[int, Message]:
     """The messages a batch changes (by chat and id: a message of another chat is not found),
     with their reactions, read under the chats' lock."""
-    if not targets:
-        return {}
-    chat_ids = {chat_id for chat_id, _ in targets}
-    found = Message.objects.with_reply_to_seq(*chat_ids).filter(
-        pk__in={message_id for _, message_id in targets}
-    )
-    messages = {m.pk: m for m in found if (m.chat_id, m.pk) in targets}
-    for message in messages.values():
-        message.reaction_rows = []
-    rows = (
-        Reaction.objects.filter(chat_id__in=chat_ids, message_id__in=messages)
-        .order_by("id")
-        .values_list("message_id", "emoji", "user_id")
-    )
-    for message_id, emoji, user_id in rows:
-        messages[message_id].reaction_rows.append(ReactionRow(emoji, user_id))
-    return messages
+    return storage.framed_messages_by_key(targets)
 
 
 class _ChangeLog:
@@ -621,9 +605,9 @@ class _ChangeLog:
     def write(self) -> None:
         # Every statement names the chats: on PostgreSQL, their partitions alone.
         chat_ids = {message.chat_id for message in self.dirty.values()}
-        Message.objects.filter(chat_id__in=chat_ids).bulk_update(
+        storage.update_messages(
             self.dirty.values(),
-            ["rev", "text", "edited_at", "deleted_at", "deleted_by", "deleted_by_author"],
+            ("rev", "text", "edited_at", "deleted_at", "deleted_by", "deleted_by_author"),
         )
         if self.edits:
             MessageEdit.objects.bulk_create(self.edits)

@@ -167,6 +167,34 @@ def allocate_revs(counts: dict[int, int]) -> dict[int, int]:
         return dict(cursor.fetchall())
 
 
+def update_messages(messages, fields: tuple[str, ...]) -> None:
+    """Write these fields of these messages in one UPDATE naming their chats (one partition
+    each on PostgreSQL), as `bulk_update` would without the ORM's cost per object and field
+    (most of a batch of changes' time; docs/benchmarks.md)."""
+    messages = list(messages)
+    if not messages:
+        return
+    cast = connection.features.requires_casted_case_in_updates  # PostgreSQL: typed CASE
+    assignments, params = [], []
+    for name in fields:
+        field = Message._meta.get_field(name)
+        case = "CASE id " + " ".join(["WHEN %s THEN %s"] * len(messages)) + " END"
+        if cast:
+            case = f"CAST({case} AS {field.db_type(connection)})"
+        assignments.append(f"{_quote(field.column)} = {case}")
+        for message in messages:
+            value = getattr(message, field.attname)
+            params += [message.pk, field.get_db_prep_save(value, connection)]
+    chat_ids = sorted({message.chat_id for message in messages})
+    ids = [message.pk for message in messages]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {MESSAGE} SET {', '.join(assignments)}"
+            f" WHERE chat_id IN ({placeholders(chat_ids)}) AND id IN ({placeholders(ids)})",
+            [*params, *chat_ids, *ids],
+        )
+
+
 def insert_messages(rows: list[tuple], now) -> list[int]:
     """Insert (chat id, seq, rev, sender id, text, client id, reply-to id) rows created at
     `now`; their ids."""
@@ -265,13 +293,29 @@ def framed_messages(chat_id: int, condition: str, params: list, order: str, limi
     in the same chat) and `reaction_rows`. Two plain queries, both naming the chat (one
     partition on PostgreSQL): the ORM's cost per query and per object was most of a `sync`'s
     (docs/benchmarks.md)."""
+    return _framed([chat_id], condition, params, f"ORDER BY m.{order} LIMIT %s", [limit])
+
+
+def framed_messages_by_key(keys: set[tuple[int, int]]) -> dict[int, Message]:
+    """The messages of these (chat id, message id) keys, by id, framed as above (a message of
+    another chat than its key's is not found)."""
+    if not keys:
+        return {}
+    chat_ids = sorted({chat_id for chat_id, _ in keys})
+    ids = sorted({message_id for _, message_id in keys})
+    found = _framed(chat_ids, f"m.id IN ({placeholders(ids)})", ids, "", [])
+    return {m.id: m for m in found if (m.chat_id, m.id) in keys}
+
+
+def _framed(chat_ids: list[int], condition: str, params: list, tail: str, tail_params: list):
     columns = ", ".join(f"m.{_quote(column)}" for column in MESSAGE_COLUMNS)
+    chats = placeholders(chat_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {columns}, (SELECT r.seq FROM {MESSAGE} r WHERE r.chat_id = %s"
-            f" AND r.id = m.reply_to_id) FROM {MESSAGE} m WHERE m.chat_id = %s AND {condition}"
-            f" ORDER BY m.{order} LIMIT %s",
-            [chat_id, chat_id, *params, limit],
+            f"SELECT {columns}, (SELECT r.seq FROM {MESSAGE} r WHERE r.chat_id IN ({chats})"
+            f" AND r.chat_id = m.chat_id AND r.id = m.reply_to_id) FROM {MESSAGE} m"
+            f" WHERE m.chat_id IN ({chats}) AND {condition} {tail}",
+            [*chat_ids, *chat_ids, *params, *tail_params],
         )
         rows = cursor.fetchall()
         to_datetime = getattr(connection.ops, "convert_datetimefield_value", None)
@@ -288,9 +332,9 @@ def framed_messages(chat_id: int, condition: str, params: list, order: str, limi
             messages[message.id] = message
         if messages:
             cursor.execute(
-                f"SELECT message_id, emoji, user_id FROM {REACTION} WHERE chat_id = %s"
+                f"SELECT message_id, emoji, user_id FROM {REACTION} WHERE chat_id IN ({chats})"
                 f" AND message_id IN ({placeholders(messages)}) ORDER BY id",
-                [chat_id, *messages],
+                [*chat_ids, *messages],
             )
             for message_id, emoji, user_id in cursor.fetchall():
                 messages[message_id].reaction_rows.append(ReactionRow(emoji, user_id))
