@@ -77,11 +77,13 @@ class ManagedProcess:
 
 
 def cluster_port() -> int:
-    """A free port for a cluster node: its bus port (+10000) must be free too, so below 55536."""
+    """A free port for a cluster node, its bus port (+10000) free too. Both below the kernel's
+    ephemeral range (32768 and up), where any socket's outgoing connection could take one
+    between this check and the node's start."""
     import random
 
     for _ in range(1000):
-        port = random.randint(20000, 55000)
+        port = random.randint(20000, 22767)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -112,7 +114,8 @@ class RedisCluster:
         """The REDIS_CLUSTER_NODES value for this cluster."""
         return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
-    def start_node(self, port: int) -> None:
+    def start_node(self, port: int) -> bool:
+        """Start the node on `port`; False when it could not (the port was taken meanwhile)."""
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
         self.processes[port] = subprocess.Popen(
@@ -128,7 +131,16 @@ class RedisCluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(lambda: self.cli(port, "PING") == "PONG", timeout=10, what=f"redis {port}")
+        process = self.processes[port]
+        wait_until(
+            lambda: process.poll() is not None or self.cli(port, "PING") == "PONG",
+            timeout=10,
+            what=f"redis {port}",
+        )
+        if process.poll() is not None:
+            del self.processes[port]
+            return False
+        return True
 
     def cli(self, port: int, *command: str, timeout: float = 10) -> str:
         result = subprocess.run(
@@ -141,8 +153,13 @@ class RedisCluster:
 
     def start(self) -> "RedisCluster":
         try:
-            for port in self.ports:
-                self.start_node(port)
+            for index, port in enumerate(self.ports):
+                for _ in range(5):
+                    if self.start_node(port):
+                        break
+                    port = self.ports[index] = cluster_port()  # taken meanwhile: another
+                else:
+                    raise RuntimeError(f"no Redis Cluster node could start (last port {port})")
             created = subprocess.run(
                 [
                     *("redis-cli", "--cluster", "create"),
