@@ -85,12 +85,9 @@ def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, s
         return {}
     where, params = _matching(("chat_id", "sender_id", "client_message_id"), keys)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {MESSAGE} WHERE {where}", params)
-        ids = [row[0] for row in cursor.fetchall()]
-    if not ids:
-        return {}
-    chat_ids = {key[0] for key in keys}
-    stored = Message.objects.framed(*chat_ids).filter(pk__in=ids)
+        cursor.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
+        found = {(chat_id, message_id) for chat_id, message_id in cursor.fetchall()}
+    stored = framed_messages_by_key(found).values()
     return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
 
 
