@@ -38,3 +38,10 @@ SYNC_PAGES_READ = Counter(
     "biogram_sync_pages_read_total",
     "Sync pages read from the database: identical requests in a batch share one read.",
 )
+GC_PAUSE_SECONDS = Histogram(
+    "biogram_gc_pause_seconds",
+    "Collections of the cyclic garbage collector, by generation, and how long each stopped the"
+    " process (messaging/realtime/gc_tuning.py).",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
