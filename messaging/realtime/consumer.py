@@ -41,7 +41,8 @@ CLOSE_TOO_MANY_SOCKETS = 4029
 
 # Connection ids: this process's random prefix and a serial number (os.urandom per
 # connection was a measurable part of the handshake cost).
-_connection_ids = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count(1))
+_connection_id_prefix = secrets.token_hex(6)
+_connection_ids = (f"{_connection_id_prefix}-{n}" for n in itertools.count(1))
 
 # The socket path's other database calls (read receipts, member lists): a worker thread with a
 # connection that stays open, instead of database_sync_to_async's connect-per-call.
