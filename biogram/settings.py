@@ -214,7 +214,7 @@ WS_PIPELINE = env_int("WS_PIPELINE", 64)
 # The server process's garbage collector (messaging/realtime/gc_tuning.py): the startup heap
 # frozen out of collections, and young collections every GC_THRESHOLDS[0] net allocations.
 GC_FREEZE = env_bool("GC_FREEZE", True)
-GC_THRESHOLDS = tuple(int(n) for n in env_list("GC_THRESHOLDS", "20000,20,10"))
+GC_THRESHOLDS = tuple(int(n) for n in env_list("GC_THRESHOLDS", "20000,10,10"))
 if len(GC_THRESHOLDS) > 3 or any(n < 0 for n in GC_THRESHOLDS):
     raise ImproperlyConfigured(
         "GC_THRESHOLDS: up to three non-negative integers, as gc.set_threshold"

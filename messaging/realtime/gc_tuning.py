@@ -10,7 +10,7 @@ full collection stopped the event loop for 0.3 to 0.6 s, seven of them during th
 
 - freezes what exists at that point (Django, the URL conf, the models, the
   settings): `gc.freeze()` moves it out of every later collection;
-- raises the thresholds (`GC_THRESHOLDS`, default 20000,20,10): a young
+- raises the thresholds (`GC_THRESHOLDS`, default 20000,10,10): a young
   collection every 20,000 net allocations instead of 700, so objects of work in
   flight (a batch being stored, a frame being fanned out) are mostly gone before
   a collection sees them and are not promoted to the old generation;
