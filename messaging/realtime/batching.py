@@ -132,3 +132,45 @@ class CallRunner(BatchRunner):
             except Exception as exc:
                 results.append(exc)
         return results
+
+
+class LoopBatch:
+    """`handle(items) -> results` as a coroutine on the event loop (a Redis pipeline): items
+    submitted while one batch is on its way go together in the next; an exception of the batch
+    is every item's."""
+
+    def __init__(self, handle, *, name: str, max_batch: int = 1000):
+        self.handle = handle
+        self.name = name
+        self.max_batch = max_batch
+        self.pending: list = []
+        self.task: asyncio.Task | None = None
+        self.batches = 0  # batches run (what tests and a profile look at)
+
+    async def submit(self, item):
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((item, future))
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            # Items of another loop's batch that never ran (that loop is gone) are dropped.
+            self.pending = [entry for entry in self.pending if entry[1].get_loop() is loop]
+            self.task = process_task(loop, self._drain(), name=self.name)
+        return await future
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = (
+                self.pending[: self.max_batch],
+                self.pending[self.max_batch :],
+            )
+            self.batches += 1
+            try:
+                results = await self.handle([item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

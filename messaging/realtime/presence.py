@@ -24,6 +24,7 @@ from django.conf import settings
 
 from biogram.logging import process_task
 from messaging import events
+from messaging.realtime.batching import LoopBatch
 from messaging.realtime.loaders import connection_state
 from messaging.realtime.redis_bridge import raise_if_cancelled, redis_outage
 from messaging.realtime.redis_cluster import shared_client
@@ -99,6 +100,8 @@ class RedisPresence:
         self.client = None
         self.heart: asyncio.Task | None = None
         self.live_cache: tuple[float, set[str]] | None = None
+        self.claims = LoopBatch(self._claim_many, name="presence-claims")
+        self.lookups = LoopBatch(self._holders_many, name="presence-lookups")
 
     def _client(self):
         loop = asyncio.get_running_loop()
@@ -127,28 +130,38 @@ class RedisPresence:
         return self.live_cache[1]
 
     async def claim(self, user_id: str) -> tuple[bool, int]:
-        """Count one more socket of the user here: (nobody else held them, sockets in all)."""
-        client = self._client()
+        """Count one more socket of the user here: (nobody else held them, sockets in all).
+
+        Claims made while a pipeline is on its way to Redis go together in the next one (a
+        burst of handshakes made two round trips of its own per socket)."""
+        self._client()
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.zadd(self._alive, {process_id: time.time()})
-                pipe.hgetall(self._user(user_id))
-                pipe.hincrby(self._user(user_id), process_id, 1)
-                pipe.sadd(self._process(process_id), user_id)
-                for key in (self._alive, self._user(user_id), self._process(process_id)):
-                    pipe.expire(key, KEY_TTL)
-                _, before, *_ = await pipe.execute()
-            live = await self._live_processes(client)
-            counts = {
-                pid.decode(): int(count)
-                for pid, count in before.items()
-                if pid.decode() in live and int(count) > 0
-            }
-            others = sum(count for pid, count in counts.items() if pid != process_id)
-            return others == 0, others + _connections.get(user_id, 0)
+            before = await self.claims.submit(user_id)
+            live = await self._live_processes(self.client)
         except Exception as exc:
             redis_outage.failed(exc)  # counting this process only meanwhile
             return True, _connections.get(user_id, 0)
+        counts = {
+            pid.decode(): int(count)
+            for pid, count in before.items()
+            if pid.decode() in live and int(count) > 0
+        }
+        others = sum(count for pid, count in counts.items() if pid != process_id)
+        return others == 0, others + _connections.get(user_id, 0)
+
+    async def _claim_many(self, user_ids: list[str]) -> list[dict]:
+        """One pipeline for the claims of a batch: each user's holders before it, in order."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._alive, {process_id: time.time()})
+            for user_id in user_ids:
+                pipe.hgetall(self._user(user_id))
+                pipe.hincrby(self._user(user_id), process_id, 1)
+                pipe.expire(self._user(user_id), KEY_TTL)
+            pipe.sadd(self._process(process_id), *user_ids)
+            for key in (self._alive, self._process(process_id)):
+                pipe.expire(key, KEY_TTL)
+            results = await pipe.execute()
+        return results[1 : 1 + 3 * len(user_ids) : 3]
 
     async def release(self, user_id: str) -> bool:
         """Count one socket fewer here: True when no live process holds the user any more."""
@@ -176,13 +189,10 @@ class RedisPresence:
         rest = [key for key in user_ids if key not in local]
         if not rest:
             return local
-        client = self._client()
+        self._client()
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for key in rest:
-                    pipe.hgetall(self._user(key))
-                holders = await pipe.execute()
-            live = await self._live_processes(client)
+            holders = await self.lookups.submit(rest)
+            live = await self._live_processes(self.client)
         except Exception as exc:
             redis_outage.failed(exc)  # local sockets only meanwhile
             return local
@@ -191,6 +201,15 @@ class RedisPresence:
             for key, held in zip(rest, holders, strict=True)
             if any(int(count) > 0 and pid.decode() in live for pid, count in held.items())
         }
+
+    async def _holders_many(self, requests: list[list[str]]) -> list[list[dict]]:
+        """One pipeline for a batch of `online` lookups, each distinct user read once."""
+        users = list(dict.fromkeys(key for keys in requests for key in keys))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in users:
+                pipe.hgetall(self._user(key))
+            found = dict(zip(users, await pipe.execute(), strict=True))
+        return [[found[key] for key in keys] for keys in requests]
 
     async def _beat(self) -> None:
         while True:

@@ -70,3 +70,26 @@ async def test_a_users_first_socket_anywhere_brings_them_online_and_the_last_tak
     assert await presence.disconnected(900021) is False
     assert await presence.disconnected(900021) is True
     assert await presence.online_among([900021]) == []
+
+
+async def test_a_burst_of_sockets_is_claimed_and_looked_up_in_a_few_pipelines():
+    shared = presence._redis
+    users = list(range(900100, 900160))
+    elsewhere = list(range(900200, 900230))  # held by another live process only
+    for user in elsewhere:
+        await other_process_holds(str(user), "live-peer-3", time.time())
+    shared.live_cache = None
+    claims_before, lookups_before = shared.claims.batches, shared.lookups.batches
+
+    firsts = await asyncio.gather(*(presence.connected(user) for user in users))
+    onlines = await asyncio.gather(*(presence.online_among([*elsewhere, 900299]) for _ in users))
+
+    assert firsts == [True] * len(users)
+    assert all(online == [str(user) for user in elsewhere] for online in onlines)
+    # 60 handshakes at once: one pipeline for the first, one for all that queued behind it.
+    assert 1 <= shared.claims.batches - claims_before <= 2
+    assert 1 <= shared.lookups.batches - lookups_before <= 2
+    # What each pipeline wrote is each user's own: the last socket of each takes them offline.
+    lasts = await asyncio.gather(*(presence.disconnected(user) for user in users))
+    assert lasts == [True] * len(users)
+    assert await presence.online_among(users) == []
