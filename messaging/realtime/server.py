@@ -7,7 +7,7 @@ import logging
 import uvicorn
 
 from messaging import notifier
-from messaging.realtime import gc_tuning
+from messaging.realtime import process_tuning
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class ChatServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.should_exit:
             notifier.start_beside_server(asyncio.get_running_loop())
-            gc_tuning.tune()
+            process_tuning.tune()
 
     async def shutdown(self, sockets=None):
         from messaging.realtime.consumer import live_consumers
