@@ -211,7 +211,7 @@ WS_OUTBOX_LIMIT = env_int("WS_OUTBOX_LIMIT", 1000)
 # Messages and changes one socket may have on their way to the database at once; past it the
 # server stops reading that socket until one is stored (backpressure on the sender alone).
 WS_PIPELINE = env_int("WS_PIPELINE", 64)
-# The server process's garbage collector (messaging/realtime/process_tuning.py): the startup heap
+# The server process's garbage collector (messaging/realtime/gc_tuning.py): the startup heap
 # frozen out of collections, and young collections every GC_THRESHOLDS[0] net allocations.
 GC_FREEZE = env_bool("GC_FREEZE", True)
 GC_THRESHOLDS = tuple(int(n) for n in env_list("GC_THRESHOLDS", "20000,10,10"))
@@ -219,9 +219,6 @@ if len(GC_THRESHOLDS) > 3 or any(n < 0 for n in GC_THRESHOLDS):
     raise ImproperlyConfigured(
         "GC_THRESHOLDS: up to three non-negative integers, as gc.set_threshold"
     )
-# How long a thread waiting for the GIL lets the running one go on, in ms (Python's: 5). The
-# writer threads hand batches to a busy event loop; 0 leaves Python's default.
-GIL_SWITCH_INTERVAL_MS = env_float("GIL_SWITCH_INTERVAL_MS", 0.5)
 # Open sockets per user (all processes together, with Redis); the newest past it gets 4029.
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)
 

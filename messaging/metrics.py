@@ -41,7 +41,7 @@ SYNC_PAGES_READ = Counter(
 GC_PAUSE_SECONDS = Histogram(
     "biogram_gc_pause_seconds",
     "Collections of the cyclic garbage collector, by generation, and how long each stopped the"
-    " process (messaging/realtime/process_tuning.py).",
+    " process (messaging/realtime/gc_tuning.py).",
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )

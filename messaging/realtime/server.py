@@ -7,7 +7,7 @@ import logging
 import uvicorn
 
 from messaging import notifier
-from messaging.realtime import process_tuning
+from messaging.realtime import gc_tuning
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class ChatServer(uvicorn.Server):
         await super().startup(sockets=sockets)
         if not self.should_exit:
             notifier.start_beside_server(asyncio.get_running_loop())
-            process_tuning.tune()
+            gc_tuning.tune()
 
     async def shutdown(self, sockets=None):
         from messaging.realtime.consumer import live_consumers

@@ -1,7 +1,6 @@
-"""The server process's runtime, tuned for an event loop holding thousands of sockets beside
-the threads that store their messages: the cyclic garbage collector and the GIL's switch interval.
+"""The server process's cyclic garbage collector, tuned for an event loop holding thousands of sockets.
 
-The garbage collector. A socket keeps about a hundred container objects alive (its uvicorn protocol,
+A socket keeps about a hundred container objects alive (its uvicorn protocol,
 parser, coroutines, the consumer's sets and queues). CPython's full collection
 walks every one of them, and with the default thresholds a burst of connections
 or a few seconds of load set one off again and again: with 5,000 sockets each
@@ -19,19 +18,9 @@ full collection stopped the event loop for 0.3 to 0.6 s, seven of them during th
   beside `biogram_gc_threshold{generation=…}` and `biogram_gc_frozen_objects`.
 
 Nothing is disabled: cyclic garbage is still collected, later.
-
-The GIL. The event loop is always busy under load, and the batch writers'
-threads (messaging/realtime/writer.py) need the GIL for the Python around each
-batch: a thread asking for it waits for the switch interval (5 ms by default)
-before the loop is made to let go, so every batch waited up to 5 ms per hand-over
-and the loop's backlog grew behind them. `GIL_SWITCH_INTERVAL_MS` (default 0.5)
-shortens that wait: at 4,500 and 5,000 msg/s the default failed (p99 1.8 s and
-3.4 s), 0.5 ms passed both (p99 65 and 30 ms); 1, 0.2 and 0.1 ms did worse
-(docs/benchmarks.md, 2026-12-04b).
 """
 
 import gc
-import sys
 import time
 
 from django.conf import settings
@@ -43,10 +32,7 @@ _started_at: list[float] = []
 
 
 def tune() -> None:
-    """Apply GC_FREEZE, GC_THRESHOLDS and GIL_SWITCH_INTERVAL_MS to this process and time its
-    collections."""
-    if settings.GIL_SWITCH_INTERVAL_MS:
-        sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL_MS / 1000)
+    """Apply GC_FREEZE and GC_THRESHOLDS to this process and time its collections."""
     if settings.GC_FREEZE:
         gc.collect()  # what startup left as garbage is freed, not frozen
         gc.freeze()
@@ -78,11 +64,6 @@ class _Settings:
         for generation, value in enumerate(gc.get_threshold()):
             threshold.add_metric([str(generation)], value)
         yield threshold
-        yield GaugeMetricFamily(
-            "biogram_gil_switch_interval_seconds",
-            "How long a thread waiting for the GIL lets the running one go on (GIL_SWITCH_INTERVAL_MS).",
-            value=sys.getswitchinterval(),
-        )
         yield GaugeMetricFamily(
             "biogram_gc_frozen_objects",
             "Objects frozen out of collections at startup (GC_FREEZE).",

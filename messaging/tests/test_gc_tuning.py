@@ -1,11 +1,9 @@
-"""The served process's runtime: startup heap frozen, thresholds from GC_THRESHOLDS, every
-collection timed, the GIL's switch interval from GIL_SWITCH_INTERVAL_MS
-(messaging/realtime/process_tuning.py)."""
+"""The served process's garbage collector: startup heap frozen, thresholds from GC_THRESHOLDS,
+every collection timed (messaging/realtime/gc_tuning.py)."""
 
 import asyncio
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -18,14 +16,13 @@ def scrape(server) -> dict:
     return samples
 
 
-def test_a_served_process_takes_its_gc_and_gil_settings_and_freezes_its_startup_heap(
+def test_a_served_process_takes_its_gc_thresholds_and_freezes_its_startup_heap(
     start_live_server, user
 ):
-    server = start_live_server(GC_THRESHOLDS="3000,15,12", GIL_SWITCH_INTERVAL_MS="0.25")
+    server = start_live_server(GC_THRESHOLDS="3000,15,12")
     samples = scrape(server)
     thresholds = [samples[("biogram_gc_threshold", (("generation", str(g)),))] for g in range(3)]
     assert thresholds == [3000, 15, 12]
-    assert samples[("biogram_gil_switch_interval_seconds", ())] == pytest.approx(0.00025)
     # Django, the URL conf and the models exist before the server starts: tens of thousands.
     assert samples[("biogram_gc_frozen_objects", ())] > 10_000
 
