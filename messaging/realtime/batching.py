@@ -166,6 +166,10 @@ class LoopBatch:
             self.batches += 1
             try:
                 results = await self.handle([item for item, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()  # nobody waits on a batch that will never answer
+                raise
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
