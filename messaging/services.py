@@ -536,7 +536,8 @@ def _apply_changes(batch: list[Change]) -> list:
                 if c.action in MEMBER_ACTIONS and c.chat_id in last_revs
             }
         )
-        messages = _messages_for_changes(
+        # The messages the batch changes, with their reactions, read under the chats' lock.
+        messages = storage.framed_messages_by_key(
             {(c.chat_id, c.message_id) for c in batch if c.message_id and c.chat_id is not None}
         )
         revs = dict(last_revs)
@@ -561,12 +562,6 @@ def _apply_changes(batch: list[Change]) -> list:
                 raise RuntimeError(f"revs moved under the chat lock: {allocated} != {revs}")
             log.write()
     return results
-
-
-def _messages_for_changes(targets: set[tuple[int, int]]) -> dict[int, Message]:
-    """The messages a batch changes (by chat and id: a message of another chat is not found),
-    with their reactions, read under the chats' lock."""
-    return storage.framed_messages_by_key(targets)
 
 
 class _ChangeLog:
