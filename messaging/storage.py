@@ -33,24 +33,32 @@ def placeholders(values) -> str:
 OR_KEYS = 300
 
 
-def _matching(columns: tuple[str, ...], keys: set[tuple]) -> tuple[str, list]:
-    """A WHERE clause matching rows whose `columns` equal one of `keys`, and its parameters.
+def _matching(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, list]]:
+    """WHERE clauses that together match the rows whose `columns` equal one of `keys`, each with
+    its parameters: the caller runs one query per clause.
 
-    PostgreSQL: each column `IN` its values (the cross product of the lists, a superset the
-    caller's lookups by key ignore), which its planner turns into index scans and, on the
-    chat column, into the chat's partitions. SQLite probes the index once per combination of
-    those lists (30 keys: 27,000 probes, about 1 ms), so there one OR'ed equality per key,
-    which it runs as one index lookup each (about 70 µs for 30 keys), up to OR_KEYS keys
-    (SQLite's expression depth is limited to 1,000)."""
-    if connection.vendor == "postgresql" or len(keys) > OR_KEYS:
+    PostgreSQL: one clause, each column `IN` its values (the cross product of the lists, a
+    superset the caller's lookups by key ignore), which its planner turns into index scans and,
+    on the chat column, into the chat's partitions. SQLite probes the index once per combination
+    of those lists (30 keys: 27,000 probes, about 1 ms; 300 keys: 27 million), so there one OR'ed
+    equality per key, which it runs as one index lookup each (about 70 µs for 30 keys), in
+    clauses of at most OR_KEYS keys (SQLite's expression depth is limited to 1,000): a writer
+    that fell behind and stores a large batch must not pay more per message, or it falls
+    further behind."""
+    if connection.vendor == "postgresql":
         lists = [sorted({key[i] for key in keys}) for i in range(len(columns))]
         clause = " AND ".join(
             f"{column} IN ({placeholders(values)})"
             for column, values in zip(columns, lists, strict=True)
         )
-        return clause, [value for values in lists for value in values]
+        return [(clause, [value for values in lists for value in values])]
     one = "(" + " AND ".join(f"{column} = %s" for column in columns) + ")"
-    return " OR ".join([one] * len(keys)), [value for key in keys for value in key]
+    ordered = list(keys)
+    chunks = []
+    for start in range(0, len(ordered), OR_KEYS):
+        chunk = ordered[start : start + OR_KEYS]
+        chunks.append((" OR ".join([one] * len(chunk)), [value for key in chunk for value in key]))
+    return chunks
 
 
 def senders_standing(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool]]:
@@ -62,19 +70,19 @@ def senders_standing(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], tuple
         return {}
     lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    where, params = _matching(("m.chat_id", "m.user_id"), pairs)
+    standing = {}
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT m.chat_id, m.user_id,"
-            f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
-            f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
-            f" WHERE {where}{lock}",
-            [now, *params],
-        )
-        return {
-            (chat_id, user_id): (bool(muted), bool(active))
-            for chat_id, user_id, muted, active in cursor.fetchall()
-        }
+        for where, params in _matching(("m.chat_id", "m.user_id"), pairs):
+            cursor.execute(
+                f"SELECT m.chat_id, m.user_id,"
+                f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
+                f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
+                f" WHERE {where}{lock}",
+                [now, *params],
+            )
+            for chat_id, user_id, muted, active in cursor.fetchall():
+                standing[chat_id, user_id] = (bool(muted), bool(active))
+    return standing
 
 
 def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
@@ -83,10 +91,11 @@ def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, s
     By chat first, like the unique key it reads: one partition per chat on PostgreSQL."""
     if not keys:
         return {}
-    where, params = _matching(("chat_id", "sender_id", "client_message_id"), keys)
+    found = set()
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
-        found = {(chat_id, message_id) for chat_id, message_id in cursor.fetchall()}
+        for where, params in _matching(("chat_id", "sender_id", "client_message_id"), keys):
+            cursor.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
+            found.update(cursor.fetchall())
     stored = framed_messages_by_key(found).values()
     return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
 

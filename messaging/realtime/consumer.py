@@ -361,7 +361,7 @@ class ChatConsumer(SocketConsumer):
         if chat_id not in self.chat_ids or event.get("skip_user") == self.user_key:
             return
         self.send_text(event["text"])
-        if chat_id in self.typing and event.get("sender_id") == self.user_key:
+        if event.get("sender_id") == self.user_key and chat_id in self.typing:
             # The typist's message landed: the others hear `isTyping: false` after it.
             asyncio.get_running_loop().call_soon(self.typing.stop, chat_id)
 

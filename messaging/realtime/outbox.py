@@ -9,6 +9,11 @@ client's TCP window is full) does a task take over; it finishes that send and
 then sends what queued meanwhile. The queue is bounded: a client that stops
 reading overflows it and is dropped (`on_overflow`), so it never holds up the
 fan-out or grows the server's memory.
+
+On uvicorn with `ChatWebSocketProtocol` (messaging/realtime/wire.py) a frame
+skips the `send` coroutine altogether: its bytes, framed once for all the
+members it goes to, are written straight to the transport when nothing is
+queued before it and the socket would have taken a `send` at once.
 """
 
 import asyncio
@@ -17,11 +22,13 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from messaging.realtime.wire import prepared
+
 logger = logging.getLogger(__name__)
 
 
 class Outbox:
-    __slots__ = ("closed", "limit", "on_overflow", "queue", "send", "task")
+    __slots__ = ("closed", "limit", "on_overflow", "queue", "send", "task", "write_prepared")
 
     def __init__(
         self,
@@ -29,8 +36,10 @@ class Outbox:
         *,
         limit: int,
         on_overflow: Callable[[], None],
+        write_prepared: Callable[[bytes], bool] | None = None,
     ):
         self.send = send
+        self.write_prepared = write_prepared
         self.limit = limit
         self.on_overflow = on_overflow
         self.queue: deque[dict] = deque()
@@ -39,8 +48,15 @@ class Outbox:
 
     def push(self, text: str) -> None:
         """Send a text frame after those pushed before it."""
-        if not self.closed:
-            self._put({"type": "websocket.send", "text": text})
+        if self.closed:
+            return
+        if (
+            self.task is None
+            and self.write_prepared is not None
+            and self.write_prepared(prepared(text))
+        ):
+            return  # written: the common case on uvicorn
+        self._put({"type": "websocket.send", "text": text})
 
     def close(self, code: int) -> None:
         """Close the socket after the frames already pushed; later pushes are dropped."""

@@ -37,6 +37,7 @@ from messaging import metrics, protocol
 from messaging.errors import BadRequest, MessagingError, Unavailable
 from messaging.realtime import daphne_compat
 from messaging.realtime.outbox import Outbox
+from messaging.realtime.wire import PREPARED_FRAMES
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,12 @@ class SocketConsumer(AsyncConsumer):
         daphne_compat.install_if_daphne()
         self.scope = scope
         self.base_send = send
-        self.outbox = Outbox(send, limit=settings.WS_OUTBOX_LIMIT, on_overflow=self._overflowed)
+        self.outbox = Outbox(
+            send,
+            limit=settings.WS_OUTBOX_LIMIT,
+            on_overflow=self._overflowed,
+            write_prepared=scope.get("extensions", {}).get(PREPARED_FRAMES),
+        )
         self.channel_layer = get_channel_layer()
         self.channel_name = await self.channel_layer.new_channel()
         self.main_task = asyncio.current_task()

@@ -364,6 +364,37 @@ def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
     ]
 
 
+def test_a_batch_larger_than_one_lookup_finds_every_sender_and_every_stored_retry(user, group_chat):
+    """A writer that fell behind stores a batch of more keys than one lookup takes
+    (storage.OR_KEYS): on SQLite the lookups go in clauses of OR_KEYS keys (one combined
+    IN-list clause would probe the index once per combination: 27 million for 300 keys),
+    and every sender and every stored retry is still found."""
+    from django.contrib.auth import get_user_model
+
+    from messaging import storage
+
+    size = storage.OR_KEYS + 50
+    user_model = get_user_model()
+    senders = user_model.objects.bulk_create(user_model(username=f"sender{n}") for n in range(size))
+    Membership.objects.bulk_create(Membership(chat=group_chat, user=s) for s in senders)
+    batch = [
+        services.Outgoing(s, group_chat.pk, f"hi {n}", f"cid-{n}") for n, s in enumerate(senders)
+    ]
+
+    first = services.store_messages(batch)
+    assert all(created for _, created in first)
+    with CaptureQueriesContext(connection) as queries:
+        again = services.store_messages(batch)
+
+    assert [(m.pk, created) for m, created in again] == [(m.pk, False) for m, _ in first]
+    assert sorted(m.seq for m, _ in first) == list(range(1, size + 1))
+    lookups = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    if connection.vendor == "sqlite":
+        per_clause = [sql.count("chat_id = ") for sql in lookups if "chat_id = " in sql]
+        # every sender's membership and every client id looked up, no clause over OR_KEYS keys
+        assert sum(per_clause) >= 2 * size and max(per_clause) <= storage.OR_KEYS
+
+
 @pytest.mark.django_db(transaction=True)  # counts real BEGIN/COMMIT, not savepoints
 def test_a_batch_with_replies_costs_one_statement_more(user, chat):
     original = send(chat, user, "original")

@@ -23,13 +23,16 @@ class Command(BaseCommand):
             sys.exit(1)
 
         from messaging.realtime.server import ChatServer
+        from messaging.realtime.wire import ChatWebSocketProtocol
 
         config = uvicorn.Config(
             "biogram.asgi:application",
             host=host,
             port=port,
             lifespan="off",
-            ws="websockets-sansio",  # the lightest of uvicorn's WebSocket stacks (benchmarks.md)
+            # uvicorn's sans-I/O protocol, the lightest of its WebSocket stacks (benchmarks.md),
+            # taught to write a chat frame framed once for all members (realtime/wire.py).
+            ws=ChatWebSocketProtocol,
             # Chat frames are small; compression would cost CPU and ~40 KB of zlib state per socket.
             ws_per_message_deflate=False,
             log_config=None,  # Django's LOGGING (with token redaction) stays in charge

@@ -1,0 +1,124 @@
+"""Frames framed once for every member (messaging/realtime/wire.py): the same bytes websockets
+would have sent, in the same order, on a real socket, falling back to ASGI `send` whenever the
+socket would not take a frame at once."""
+
+import asyncio
+import contextlib
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect as ws_connect
+from websockets.frames import Frame, Opcode
+
+from conftest import free_port
+from messaging.realtime.outbox import Outbox
+from messaging.realtime.wire import PREPARED_FRAMES, ChatWebSocketProtocol, prepared, text_frame
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_a_prepared_frame_is_the_bytes_websockets_would_send(length):
+    text = ("é" + "x" * length)[:length] if length else ""
+    expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
+    assert text_frame(text) == expected
+
+
+def test_the_same_text_object_is_framed_once_and_an_equal_new_one_again():
+    text = "".join(["hello ", "members"])
+    first = prepared(text)
+    assert prepared(text) is first
+    other = "".join(["hello ", "members"])  # equal, not the same object
+    assert prepared(other) == first and prepared(other) is not first
+
+
+@contextlib.asynccontextmanager
+async def serving(app, *, deflate=False):
+    """`app` on the server's WebSocket protocol, configured as `manage.py serve` does."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        lifespan="off",
+        ws=ChatWebSocketProtocol,
+        ws_per_message_deflate=deflate,
+        log_config=None,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield f"ws://127.0.0.1:{config.port}/"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def pushing_app(
+    frames: list[str], outcomes: list, *, at_once: int | None = None, pushed_while_draining=None
+):
+    """Push the frames through an Outbox, recording what each prepared write said: `at_once` of
+    them (all by default) at once, then each as soon as the transport takes data again while
+    earlier frames still wait in the outbox (recorded in `pushed_while_draining`)."""
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        write = scope["extensions"].get(PREPARED_FRAMES)
+
+        def recorded(frame: bytes) -> bool:
+            outcomes.append(ok := write(frame))
+            return ok
+
+        outbox = Outbox(
+            send, limit=len(frames) + 1, on_overflow=lambda: None, write_prepared=write and recorded
+        )
+        for n, text in enumerate(frames):
+            if at_once is not None and n >= at_once:
+                # Push when the transport takes data again while frames still wait their turn.
+                protocol = write.__self__
+                for _ in range(10_000):
+                    await asyncio.sleep(0)
+                    if protocol.writable.is_set() and outbox.backlog:
+                        pushed_while_draining.append(n)
+                        break
+            outbox.push(text)
+        outbox.close(1000)
+        await outbox.flushed()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    return app
+
+
+async def test_frames_arrive_whole_and_in_order_when_the_socket_backs_up_midway():
+    """2,000 frames of 10 KB at once to a client that reads nothing at first, then 1,000 more
+    one by one while it catches up: the first go out as prepared bytes, the transport pauses,
+    the rest wait in ASGI `send`; frames pushed while those drain (the transport writable
+    again) queue behind them; all arrive in order."""
+    frames = [f"{n:05d}" + "x" * 10_000 for n in range(3000)]
+    outcomes: list[bool] = []
+    draining: list[int] = []
+    app = pushing_app(frames, outcomes, at_once=2000, pushed_while_draining=draining)
+    async with serving(app) as url, ws_connect(url, max_queue=None, max_size=None) as client:
+        await asyncio.sleep(0.5)  # the server fills the socket meanwhile
+        received = [message async for message in client]
+    assert received == frames
+    assert draining, "no frame was pushed while earlier ones drained"
+    assert True in outcomes, "no frame went out prepared"
+    assert False in outcomes, "the socket never backed up: the fallback was not exercised"
+
+
+async def test_a_socket_with_compression_gets_no_prepared_frames():
+    """Compressed frames differ per socket: a socket that negotiated permessage-deflate is
+    offered no prepared writes, and its frames still arrive (compressed by `send`)."""
+    frames = [f"frame {n} " * 20 for n in range(50)]
+    outcomes: list[bool] = []
+    app = pushing_app(frames, outcomes)
+    async with serving(app, deflate=True) as url, ws_connect(url, compression="deflate") as client:
+        assert client.protocol.extensions, "the client did not negotiate compression"
+        received = [message async for message in client]
+    assert received == frames
+    assert outcomes == []
