@@ -356,21 +356,25 @@ def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
     replies among them answer; the others' results are set (a refusal, a stored retry, or the
     index of the same retry in this batch)."""
     chat_ids = {r.chat_id for r in batch if r.chat_id is not None}
-    storage.lock_chats(chat_ids)
-    standing = storage.senders_standing(
-        {(r.chat_id, r.sender.pk) for r in batch if r.chat_id is not None}
-    )
-    stored = storage.stored_client_ids(
-        {
-            (r.chat_id, r.sender.pk, r.client_message_id)
-            for r in batch
-            if r.client_message_id is not None and r.chat_id is not None
-        }
-    )
-    # Only a batch with replies pays for reading what they answer, in their own chats.
-    replied = storage.reply_targets(
-        {(r.chat_id, r.reply_to) for r in batch if r.reply_to and r.chat_id is not None}
-    )
+    # One round trip on PostgreSQL: the chats locked first, then what is read under the lock.
+    with storage.together():
+        locked = storage.lock_chats(chat_ids)
+        standing = storage.senders_standing(
+            {(r.chat_id, r.sender.pk) for r in batch if r.chat_id is not None}
+        )
+        stored = storage.stored_client_ids(
+            {
+                (r.chat_id, r.sender.pk, r.client_message_id)
+                for r in batch
+                if r.client_message_id is not None and r.chat_id is not None
+            }
+        )
+        # Only a batch with replies pays for reading what they answer, in their own chats.
+        replied = storage.reply_targets(
+            {(r.chat_id, r.reply_to) for r in batch if r.reply_to and r.chat_id is not None}
+        )
+    locked.result()
+    standing, stored, replied = standing.result(), stored.result(), replied.result()
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
     for index, request in enumerate(batch):
@@ -528,14 +532,17 @@ def _apply_changes(batch: list[Change]) -> list:
     now = timezone.now()
     log = _ChangeLog(now)
     with transaction.atomic():
-        last_revs = storage.lock_chats_for_changes(chat_ids) if chat_ids else {}
-        memberships = storage.senders_standing(
-            {
-                (c.chat_id, c.actor.pk)
-                for c in batch
-                if c.action in MEMBER_ACTIONS and c.chat_id in last_revs
-            }
-        )
+        # One round trip on PostgreSQL: the chats locked first, then the memberships under it.
+        with storage.together():
+            locked = storage.lock_chats_for_changes(chat_ids)
+            standing = storage.senders_standing(
+                {
+                    (c.chat_id, c.actor.pk)
+                    for c in batch
+                    if c.action in MEMBER_ACTIONS and c.chat_id is not None
+                }
+            )
+        last_revs, memberships = locked.result(), standing.result()
         # The messages the batch changes, with their reactions, read under the chats' lock.
         messages = storage.framed_messages_by_key(
             {(c.chat_id, c.message_id) for c in batch if c.message_id and c.chat_id is not None}

@@ -61,72 +61,121 @@ def _matching(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, lis
     return chunks
 
 
-def senders_standing(pairs: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[bool, bool]]:
+class Pending:
+    """Statements sent whose rows are read later, by `result()`: inside `together()` the
+    statements of several reads go to PostgreSQL in one round trip, and their rows are there
+    once the block ends."""
+
+    __slots__ = ("cursors", "finish")
+
+    def __init__(self, finish):
+        self.cursors = []
+        self.finish = finish
+
+    def execute(self, sql: str, params: list) -> None:
+        cursor = connection.cursor()
+        self.cursors.append(cursor)
+        cursor.execute(sql, params)
+
+    def result(self):
+        try:
+            rows = [row for cursor in self.cursors for row in cursor.fetchall()]
+        finally:
+            for cursor in self.cursors:
+                cursor.close()
+        return self.finish(rows)
+
+
+@contextlib.contextmanager
+def together():
+    """Reads started inside (the functions returning `Pending`) go to PostgreSQL as one pipeline
+    (psycopg's pipeline mode): one round trip, and one wait for the GIL after it in a writer
+    thread, instead of one each. Their `result()`s are read after the block. SQLite runs each
+    statement where it is started."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
+
+
+def senders_standing(pairs: set[tuple[int, int]]) -> Pending:
     """(chat id, user id) -> (muted now, user active), for those memberships that exist (a mute
     past its `muted_until` has ended). Inside the storing transaction; on PostgreSQL the rows
     are share-locked, so a removal or a ban committing meanwhile is either seen here or waits
-    for this commit."""
-    if not pairs:
-        return {}
-    lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    standing = {}
-    with connection.cursor() as cursor:
+    for this commit. A `Pending` read (see `together`)."""
+    pending = Pending(
+        lambda rows: {
+            (chat_id, user_id): (bool(muted), bool(active))
+            for chat_id, user_id, muted, active in rows
+        }
+    )
+    if pairs:
+        lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
         for where, params in _matching(("m.chat_id", "m.user_id"), pairs):
-            cursor.execute(
+            pending.execute(
                 f"SELECT m.chat_id, m.user_id,"
                 f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
                 f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
                 f" WHERE {where}{lock}",
                 [now, *params],
             )
-            for chat_id, user_id, muted, active in cursor.fetchall():
-                standing[chat_id, user_id] = (bool(muted), bool(active))
-    return standing
+    return pending
 
 
-def stored_client_ids(keys: set[tuple[int, int, str]]) -> dict[tuple[int, int, str], Message]:
+def stored_client_ids(keys: set[tuple[int, int, str]]) -> Pending:
     """Messages already stored under these (chat, sender, clientMessageId) keys (usually none).
 
-    By chat first, like the unique key it reads: one partition per chat on PostgreSQL."""
-    if not keys:
-        return {}
-    found = set()
-    with connection.cursor() as cursor:
+    By chat first, like the unique key it reads: one partition per chat on PostgreSQL. A
+    `Pending` read (see `together`); the stored messages themselves are read by `result()`,
+    when there are any."""
+
+    def finish(rows):
+        if not rows:
+            return {}
+        stored = framed_messages_by_key(set(rows)).values()
+        return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
+
+    pending = Pending(finish)
+    if keys:
         for where, params in _matching(("chat_id", "sender_id", "client_message_id"), keys):
-            cursor.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
-            found.update(cursor.fetchall())
-    stored = framed_messages_by_key(found).values()
-    return {(m.chat_id, m.sender_id, m.client_message_id): m for m in stored}
+            pending.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
+    return pending
 
 
-def reply_targets(targets: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+def reply_targets(targets: set[tuple[int, int]]) -> Pending:
     """(chat id, message id) -> seq, for the messages that new ones answer (`replyTo`) in
-    their own chat (a message of another chat is not found)."""
-    if not targets:
-        return {}
-    chat_ids = {chat_id for chat_id, _ in targets}
-    message_ids = {message_id for _, message_id in targets}
-    with connection.cursor() as cursor:
-        cursor.execute(
+    their own chat (a message of another chat is not found). A `Pending` read (see
+    `together`)."""
+    pending = Pending(
+        lambda rows: {(chat_id, message_id): seq for chat_id, message_id, seq in rows}
+    )
+    if targets:
+        chat_ids = {chat_id for chat_id, _ in targets}
+        message_ids = {message_id for _, message_id in targets}
+        pending.execute(
             f"SELECT chat_id, id, seq FROM {MESSAGE} WHERE chat_id IN ({placeholders(chat_ids)})"
             f" AND id IN ({placeholders(message_ids)})",
             [*chat_ids, *message_ids],
         )
-        return {(chat_id, message_id): seq for chat_id, message_id, seq in cursor.fetchall()}
+    return pending
 
 
-def lock_chats(chat_ids) -> None:
+def lock_chats(chat_ids) -> Pending:
     """Lock the chats' rows in id order, where the database can (PostgreSQL), so that two
     processes writing into the same chats cannot deadlock; SQLite locks the whole database
-    for the write transaction anyway. Inside a transaction, before reading who may write."""
+    for the write transaction anyway. Inside a transaction, before reading who may write
+    (started first in `together`: PostgreSQL runs a pipeline's statements in order). A
+    `Pending` read whose result is None."""
+    pending = Pending(lambda rows: None)
     if chat_ids and connection.features.has_select_for_update:
         ids = sorted(chat_ids)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
-                ids,
-            )
+        pending.execute(
+            f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE", ids
+        )
+    return pending
 
 
 def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
@@ -146,16 +195,18 @@ def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
         return {chat_id: (last_seq, last_rev) for chat_id, last_seq, last_rev in cursor.fetchall()}
 
 
-def lock_chats_for_changes(chat_ids: set[int]) -> dict[int, int]:
+def lock_chats_for_changes(chat_ids: set[int]) -> Pending:
     """Lock the chats (in id order) for a batch of changes; each existing chat's `last_rev`.
-    Inside a transaction: the lock is what orders revs in commit order."""
-    ordered = sorted(chat_ids)
-    lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
+    Inside a transaction: the lock is what orders revs in commit order. A `Pending` read (see
+    `together`)."""
+    pending = Pending(dict)
+    if chat_ids:
+        ordered = sorted(chat_ids)
+        lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
+        pending.execute(
             f"SELECT id, last_rev FROM {CHAT} WHERE id IN ({placeholders(ordered)}){lock}", ordered
         )
-        return dict(cursor.fetchall())
+    return pending
 
 
 def allocate_revs(counts: dict[int, int]) -> dict[int, int]:

@@ -363,8 +363,10 @@ def test_the_idempotency_lookup_and_reply_targets_read_one_partition(busy_chats,
     first = Message.objects.get(chat=chat, seq=1)
 
     with CaptureQueriesContext(connection) as queries:
-        stored = storage.stored_client_ids({(chat.pk, user.pk, f"c-{chat.pk}")})
-        targets = storage.reply_targets({(chat.pk, first.pk)})
+        with storage.together():  # as the writer reads them: in one pipeline
+            stored = storage.stored_client_ids({(chat.pk, user.pk, f"c-{chat.pk}")})
+            targets = storage.reply_targets({(chat.pk, first.pk)})
+        stored, targets = stored.result(), targets.result()
 
     assert [m.pk for m in stored.values()] == [first.pk]
     assert targets == {(chat.pk, first.pk): 1}

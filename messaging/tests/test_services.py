@@ -1,6 +1,7 @@
 """The writes of messaging under contention: seq and rev allocation, idempotent sends, changes, direct chats, read and delivered positions, the hot path's statements."""
 
 import functools
+import re
 import threading
 
 import pytest
@@ -393,6 +394,71 @@ def test_a_batch_larger_than_one_lookup_finds_every_sender_and_every_stored_retr
         per_clause = [sql.count("chat_id = ") for sql in lookups if "chat_id = " in sql]
         # every sender's membership and every client id looked up, no clause over OR_KEYS keys
         assert sum(per_clause) >= 2 * size and max(per_clause) <= storage.OR_KEYS
+
+
+def round_trips(work, tmp_path) -> list[list[str]]:
+    """The statements `work` sends to PostgreSQL, grouped by round trip (read off libpq's own
+    trace of the wire protocol: a round trip is a run of frontend messages before the answers)."""
+    from psycopg.pq import Trace
+
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    path = tmp_path / "libpq.trace"
+    with open(path, "w") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            work()
+        finally:
+            pgconn.untrace()
+    trips: list[list[str]] = []
+    sending = False
+    for line in path.read_text().splitlines():
+        direction = line.split("\t", 1)[0]
+        if direction == "F" and not sending:
+            trips.append([])
+        sending = direction == "F"
+        statement = re.match(r'F\t\d+\t(?:Parse\t "" |Query\t )"(\w+)', line)
+        if statement:
+            trips[-1].append(statement.group(1))  # the statement's first word
+    return trips
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="a round trip to the database server is PostgreSQL's",
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_reads_who_may_write_in_one_round_trip_after_the_lock(
+    user, other_user, chat, tmp_path
+):
+    """The message writer's thread waits for the GIL after every round trip (the event loop
+    holds it, up to 5 ms each): the lock and the reads under it go in one pipeline, in order."""
+    services.store_messages([services.Outgoing(user, chat.pk, "warm up")])
+    batch = [services.Outgoing(user, chat.pk, f"m{n}", f"cid-{n}") for n in range(3)]
+    first = services.store_messages(batch)
+    assert all(created for _, created in first)
+
+    trips = round_trips(lambda: services.store_messages(batch), tmp_path)  # all retries now
+
+    assert trips == [
+        ["BEGIN"],
+        ["SELECT", "SELECT", "SELECT"],  # the chats locked, memberships, clientMessageIds
+        ["SELECT"],  # the stored retries' messages
+        ["SELECT"],  # and their reactions
+        ["COMMIT"],
+    ]
+    trips = round_trips(
+        lambda: services.store_messages([services.Outgoing(user, chat.pk, "new", "cid-new")]),
+        tmp_path,
+    )
+    assert trips == [["BEGIN"], ["SELECT", "SELECT", "SELECT"], ["UPDATE"], ["INSERT"], ["COMMIT"]]
+
+    # A batch of changes: the chats locked and the memberships read in one round trip too.
+    message = first[0][0]
+    react = services.Change(other_user, chat.pk, message.pk, services.Action.REACT, emoji="👍")
+    trips = round_trips(lambda: services.apply_changes([react]), tmp_path)
+    assert trips[:2] == [["BEGIN"], ["SELECT", "SELECT"]]
 
 
 @pytest.mark.django_db(transaction=True)  # counts real BEGIN/COMMIT, not savepoints
