@@ -396,6 +396,38 @@ def test_a_batch_larger_than_one_lookup_finds_every_sender_and_every_stored_retr
         assert sum(per_clause) >= 2 * size and max(per_clause) <= storage.OR_KEYS
 
 
+def test_a_batch_stores_every_text_exactly_and_gives_each_message_its_own_id(user, chat):
+    """The batched insert (one array per column on PostgreSQL, `VALUES` rows on SQLite) keeps
+    every text and client id as sent, whatever characters an array literal must escape, and
+    matches each returned id to its own message."""
+    texts = [
+        "plain",
+        'with "double" quotes',
+        "single ' quote",
+        "{braces}",
+        "a,b,c",
+        'back\\slash \\"',
+        "NULL",
+        "  spaces around  ",
+        "ünïcödé 👍 漢字",
+        "new\nline\ttab",
+        '{"json": [1, 2], "x": null}',
+        "(1,2)",
+    ]
+    batch = [
+        services.Outgoing(user, chat.pk, text, None if n % 3 == 0 else f'cid,{{"{n}"}}')
+        for n, text in enumerate(texts)
+    ]
+    results = services.store_messages(batch)
+
+    for (message, created), request in zip(results, batch, strict=True):
+        assert created
+        stored = Message.objects.get(pk=message.pk)
+        assert (stored.text, stored.client_message_id) == (request.text, request.client_message_id)
+        assert (stored.seq, stored.chat_id) == (message.seq, message.chat_id)
+    assert sorted(m.seq for m, _ in results) == list(range(1, len(texts) + 1))
+
+
 def round_trips(work, tmp_path) -> list[list[str]]:
     """The statements `work` sends to PostgreSQL, grouped by round trip (read off libpq's own
     trace of the wire protocol: a round trip is a run of frontend messages before the answers)."""
