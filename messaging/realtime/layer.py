@@ -32,6 +32,7 @@ layer still serves everything else in Django.
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import secrets
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 # How long a process that serves no socket waits at exit for its publishes to reach Redis.
 EXIT_FLUSH_SECONDS = 10.0
+# How long a process's first sockets wait for its Redis subscriber to listen (`first_listening`).
+FIRST_LISTEN_WAIT = 2.0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -204,7 +207,9 @@ class ChatChannelLayer(BaseChannelLayer):
         if members is None:
             members = self.groups[group] = {}
             if self.redis_url:
-                await self._bridge().subscriber.subscribe(f"g:{group}")
+                bridge = self._bridge()
+                await bridge.subscriber.subscribe(f"g:{group}")
+                await bridge.first_listening()
         members[channel] = None
         self.memberships.setdefault(channel, set()).add(group)
 
@@ -364,6 +369,18 @@ class _Bridge:
             )
         self.publisher = _publisher(layer, client, loop)
         self.client = client
+        self.listened = False
+
+    async def first_listening(self) -> None:
+        """Wait (a while) until the subscriber has listened once. The bridge starts with the
+        process's first socket, whose `connect` frame must not go out before this process can
+        hear what other processes publish next (a co-member's presence: nothing replays it).
+        Once it has listened, never again: a later outage must not hold up connects."""
+        if self.listened:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.subscriber.ready.wait()), FIRST_LISTEN_WAIT)
+        self.listened = True
 
     async def close(self) -> None:
         await self.publisher.close()
