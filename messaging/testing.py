@@ -10,6 +10,7 @@ Nothing here is collected as tests (pytest collects `test_*.py`).
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,36 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def serving_asgi(app, *, ws="websockets-sansio", deflate=False, server_class=None):
+    """`app` on uvicorn in this event loop, configured as `manage.py serve` does: `ws` its
+    WebSocket protocol (uvicorn's sans-I/O one unless the server's own subclass is given),
+    compression off unless `deflate`. Yields (server, its ws:// URL)."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        lifespan="off",
+        ws=ws,
+        ws_per_message_deflate=deflate,
+        log_config=None,
+        log_level="warning",
+    )
+    server = (server_class or uvicorn.Server)(config)
+    task = asyncio.ensure_future(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield server, f"ws://127.0.0.1:{config.port}/"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
 
 
 def wait_until(ready, *, timeout: float, what: str, interval: float = 0.05) -> None:

@@ -11,40 +11,14 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import free_port
 from messaging import storage
 from messaging.models import Message
 from messaging.realtime.consumer import ChatConsumer
 from messaging.realtime.server import ChatServer
 from messaging.realtime.socket import SocketConsumer
+from messaging.testing import serving_asgi
 
 FRAMES = 200
-
-
-@contextlib.asynccontextmanager
-async def serving(app, server_class=uvicorn.Server):
-    """`app` on uvicorn's sans-I/O WebSocket protocol, configured as `manage.py serve` does."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        lifespan="off",
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        log_config=None,
-        log_level="warning",
-    )
-    server = server_class(config)
-    task = asyncio.ensure_future(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield server, f"ws://127.0.0.1:{config.port}/"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def test_uvicorn_sansio_send_finishes_without_suspending_while_the_socket_is_writable():
@@ -67,7 +41,7 @@ async def test_uvicorn_sansio_send_finishes_without_suspending_while_the_socket_
                 break
         await send({"type": "websocket.close", "code": 1000})
 
-    async with serving(app) as (_, url), ws_connect(url) as client:
+    async with serving_asgi(app) as (_, url), ws_connect(url) as client:
         received = [message async for message in client]
 
     assert all(finished_at_once) and len(finished_at_once) == FRAMES, (
@@ -96,7 +70,10 @@ async def test_uvicorn_calls_server_shutdown_while_sockets_are_still_open():
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
-    async with serving(app, Recording) as (server, url), ws_connect(url) as client:
+    async with (
+        serving_asgi(app, server_class=Recording) as (server, url),
+        ws_connect(url) as client,
+    ):
         await connected.wait()
         server.should_exit = True
         with contextlib.suppress(Exception):

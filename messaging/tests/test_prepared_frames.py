@@ -3,16 +3,14 @@ would have sent, in the same order, on a real socket, falling back to ASGI `send
 socket would not take a frame at once."""
 
 import asyncio
-import contextlib
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import Frame, Opcode
 
-from conftest import free_port
 from messaging.realtime.outbox import Outbox
 from messaging.realtime.wire import PREPARED_FRAMES, ChatWebSocketProtocol, prepared, text_frame
+from messaging.testing import serving_asgi
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -30,30 +28,9 @@ def test_the_same_text_object_is_framed_once_and_an_equal_new_one_again():
     assert prepared(other) == first and prepared(other) is not first
 
 
-@contextlib.asynccontextmanager
-async def serving(app, *, deflate=False):
-    """`app` on the server's WebSocket protocol, configured as `manage.py serve` does."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        lifespan="off",
-        ws=ChatWebSocketProtocol,
-        ws_per_message_deflate=deflate,
-        log_config=None,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield f"ws://127.0.0.1:{config.port}/"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+def serving(app, *, deflate=False):
+    """`app` on the server's WebSocket protocol (`ChatWebSocketProtocol`)."""
+    return serving_asgi(app, ws=ChatWebSocketProtocol, deflate=deflate)
 
 
 def pushing_app(
@@ -102,7 +79,7 @@ async def test_frames_arrive_whole_and_in_order_when_the_socket_backs_up_midway(
     outcomes: list[bool] = []
     draining: list[int] = []
     app = pushing_app(frames, outcomes, at_once=2000, pushed_while_draining=draining)
-    async with serving(app) as url, ws_connect(url, max_queue=None, max_size=None) as client:
+    async with serving(app) as (_, url), ws_connect(url, max_queue=None, max_size=None) as client:
         await asyncio.sleep(0.5)  # the server fills the socket meanwhile
         received = [message async for message in client]
     assert received == frames
@@ -117,7 +94,10 @@ async def test_a_socket_with_compression_gets_no_prepared_frames():
     frames = [f"frame {n} " * 20 for n in range(50)]
     outcomes: list[bool] = []
     app = pushing_app(frames, outcomes)
-    async with serving(app, deflate=True) as url, ws_connect(url, compression="deflate") as client:
+    async with (
+        serving(app, deflate=True) as (_, url),
+        ws_connect(url, compression="deflate") as client,
+    ):
         assert client.protocol.extensions, "the client did not negotiate compression"
         received = [message async for message in client]
     assert received == frames
