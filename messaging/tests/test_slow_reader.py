@@ -42,7 +42,12 @@ async def test_a_client_that_stops_reading_is_dropped_without_holding_up_the_oth
     server = small_outbox_server
     slow = await asyncio.to_thread(open_non_reading_socket, server, token_for(other_user))
     try:
-        async with ws_connect(f"{server.ws_url}/ws/chat/?token={token_for(user)}") as alice:
+        # Alice reads all along: her client keeps taking frames off the socket while she sends
+        # (websockets stops reading after 16 unread frames by default, which would make her a
+        # slow reader too, with 6 MB of echoes on their way).
+        async with ws_connect(
+            f"{server.ws_url}/ws/chat/?token={token_for(user)}", max_queue=None
+        ) as alice:
             assert json.loads(await alice.recv())["type"] == "connect"
             received = 0
             for n in range(MESSAGES):
