@@ -7,7 +7,9 @@ per member (or drop past a capacity of 100 with an INFO line). Here a publish
 hands the same, already encoded event to every local member's *sink* (a plain
 function the consumer attached: it appends to the socket's outbox), and
 publishes it to Redis once per group, where every other process that has
-members of the group receives it once and does the same.
+members of the group receives it once and does the same. One event for
+several groups (a user's presence, to each co-member) is published once, on
+a channel every process hears, naming its groups.
 
 Beyond Channels' layer API (`new_channel`, `send`, `receive`, `group_add`,
 `group_discard`, `group_send`, `flush`), the project uses these, and only these:
@@ -55,6 +57,9 @@ logger = logging.getLogger(__name__)
 EXIT_FLUSH_SECONDS = 10.0
 # How long a process's first sockets wait for its Redis subscriber to listen (`first_listening`).
 FIRST_LISTEN_WAIT = 2.0
+# The layer name of the channel every process subscribes to, beside its own (`p:<process id>`)
+# and its groups' (`g:<group>`): one event for several groups (`_envelopes`).
+EVERYONE = "e:all"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -115,15 +120,17 @@ class ChatChannelLayer(BaseChannelLayer):
             self._detached_publisher().publish_many(tuple(pairs))
 
     def _publish_here(self, pairs: Iterable[tuple[str, dict]]) -> None:
-        bridge = self._bridge() if self.redis_url else None
+        pairs = tuple(pairs)
         for group, event in pairs:
             try:
                 self._deliver_group(group, event)
             except Exception:
                 metrics.LAYER_SEND_FAILURES.inc()
                 logger.exception("delivery to group %s failed", group)
-            if bridge is not None:
-                bridge.publisher.publish_soon(f"g:{group}", {"g": group, "m": event})
+        if self.redis_url:
+            publisher = self._bridge().publisher
+            for name, payload in _envelopes(pairs):
+                publisher.publish_soon(name, payload)
 
     async def _published(self) -> None:
         """Wait until what this thread's publishes queued for Redis has been sent."""
@@ -315,6 +322,9 @@ class ChatChannelLayer(BaseChannelLayer):
             return  # our own publish: local members already have it
         if "g" in envelope:
             self._deliver_group(envelope["g"], envelope["m"])
+        elif "gs" in envelope:
+            for group in envelope["gs"]:
+                self._deliver_group(group, envelope["m"])
         elif "c" in envelope:
             self._deliver_quietly(envelope["c"], envelope["m"])
 
@@ -348,7 +358,7 @@ class _Bridge:
 
     def __init__(self, layer: ChatChannelLayer, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        own = {f"p:{layer.process_id}"}
+        own = {f"p:{layer.process_id}", EVERYONE}
         if layer.partitions is not None:
             client = cluster_client(layer.cluster_nodes)
             self.subscriber = ShardedSubscriber(
@@ -391,6 +401,25 @@ class _Bridge:
             logger.debug("closing the redis client failed", exc_info=True)
 
 
+def _envelopes(pairs: Iterable[tuple[str, dict]]):
+    """What goes to Redis for these (group, event) pairs: (layer name, payload) per group, except
+    for one event published to several groups in a row (the same object: a user's presence to
+    each co-member), which goes once, on the channel every process hears (`EVERYONE`), naming
+    its groups: one publish, and one message for each process to read, instead of one per
+    group (docs/benchmarks.md, 2026-12-04d)."""
+    run: list[str] = []
+    shared = None
+    for group, event in (*pairs, (None, None)):
+        if run and event is shared:
+            run.append(group)
+            continue
+        if len(run) == 1:
+            yield f"g:{run[0]}", {"g": run[0], "m": shared}
+        elif run:
+            yield EVERYONE, {"gs": run, "m": shared}
+        run, shared = [group], event
+
+
 def _publisher(layer: ChatChannelLayer, client, loop) -> RedisPublisher:
     """PUBLISH on `<prefix>:<name>` (one Redis), or SPUBLISH on the name's partition (cluster)."""
     partitions = layer.partitions
@@ -424,8 +453,8 @@ class _DetachedPublisher:
         atexit.register(self.flush, EXIT_FLUSH_SECONDS)
 
     def publish_many(self, pairs: tuple) -> None:
-        for group, event in pairs:
-            self.publish_raw(f"g:{group}", {"g": group, "m": event})
+        for name, payload in _envelopes(pairs):
+            self.publish_raw(name, payload)
 
     def publish_raw(self, name: str, payload: dict) -> None:
         self.loop.call_soon_threadsafe(self.publisher.publish_soon, name, payload)

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 
+import orjson
 import pytest
+import redis.asyncio as redis
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from websockets.exceptions import ConnectionClosed
 
@@ -191,6 +193,42 @@ async def test_presence_connect_and_graceful_disconnect_cross_processes(
 
     assert came_online == {"type": "connect", "data": {"userId": str(other_user.pk)}}
     assert went_offline == {"type": "disconnect", "data": {"userId": str(other_user.pk)}}
+
+
+async def test_a_users_presence_reaches_co_members_on_both_processes_in_one_redis_message(
+    cluster, redis_server, open_socket, user, other_user, third_user, dave, team
+):
+    a, b = cluster
+    alice, dave_socket = await open_socket(a, user), await open_socket(a, dave)
+    bob = await open_socket(b, other_user)
+    await alice.receive_type("connect", userId=str(other_user.pk))
+    await dave_socket.receive_type("connect", userId=str(other_user.pk))
+    listener = redis.Redis.from_url(redis_server.url)
+    heard = listener.pubsub()
+    await heard.psubscribe(f"{prefix('main')}:*")
+    await heard.get_message(timeout=5)  # the psubscribe confirmation
+
+    carol = await open_socket(b, third_user)
+    announced = [
+        await someone.receive_type("connect", userId=str(third_user.pk))
+        for someone in (alice, dave_socket, bob)
+    ]
+    carols_presence = {"type": "connect", "data": {"userId": str(third_user.pk)}}
+    published = []
+    while (message := await heard.get_message(timeout=0.5)) is not None:
+        envelope = orjson.loads(message["data"])
+        if "text" in envelope["m"] and orjson.loads(envelope["m"]["text"]) == carols_presence:
+            published.append(envelope)
+    await heard.aclose()
+    await listener.aclose()
+
+    assert process_of(carol) != process_of(alice)
+    assert announced == [carols_presence] * 3
+    # One publish for the three co-members, heard by both processes, not one per co-member.
+    assert len(published) == 1
+    assert sorted(published[0]["gs"]) == sorted(
+        f"user.{someone.pk}" for someone in (user, other_user, dave)
+    )
 
 
 async def test_connect_frame_lists_members_online_on_the_other_process(
