@@ -18,6 +18,7 @@ import orjson
 
 from biogram.logging import process_task
 from messaging import metrics
+from messaging.realtime.batching import LoopBatch
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ class RedisSubscriber:
         self.wanted: set[str] = set(channels)
         self.pubsub = None
         self.ready = asyncio.Event()
+        self.subscribes = LoopBatch(self._subscribe_many, name="redis-subscribes")
         self.task: asyncio.Task = process_task(loop, self._listen(), name="redis-subscriber")
 
     def key(self, name: str) -> str:
@@ -200,11 +202,19 @@ class RedisSubscriber:
         self.wanted.add(name)
         if self.pubsub is not None and self.ready.is_set():
             try:
-                await self.pubsub.subscribe(self.key(name))
+                await self.subscribes.submit(name)
             except Exception:
                 # The listener resubscribes everything wanted once it reconnects.
                 logger.warning("subscribe to %s failed; will retry on reconnect", name)
                 self.ready.clear()
+
+    async def _subscribe_many(self, names: list[str]) -> list[None]:
+        """One SUBSCRIBE for the channels asked for while the last was on its way (a burst of
+        handshakes sent one per socket)."""
+        keys = [self.key(name) for name in dict.fromkeys(names) if name in self.wanted]
+        if keys and self.pubsub is not None:
+            await self.pubsub.subscribe(*keys)
+        return [None] * len(names)
 
     def unsubscribe(self, name: str) -> None:
         self.wanted.discard(name)
