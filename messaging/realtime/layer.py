@@ -50,6 +50,7 @@ from messaging import metrics
 from messaging.realtime.redis_bridge import RedisPublisher, RedisSubscriber, redis_client
 from messaging.realtime.redis_cluster import Partitions, ShardedSubscriber, cluster_client
 from messaging.realtime.sequencer import Sequencer
+from messaging.realtime.wire import corked
 
 logger = logging.getLogger(__name__)
 
@@ -121,12 +122,14 @@ class ChatChannelLayer(BaseChannelLayer):
 
     def _publish_here(self, pairs: Iterable[tuple[str, dict]]) -> None:
         pairs = tuple(pairs)
-        for group, event in pairs:
-            try:
-                self._deliver_group(group, event)
-            except Exception:
-                metrics.LAYER_SEND_FAILURES.inc()
-                logger.exception("delivery to group %s failed", group)
+        # A batch of events (a writer's batch) reaches each socket in one write (`wire.corked`).
+        with corked():
+            for group, event in pairs:
+                try:
+                    self._deliver_group(group, event)
+                except Exception:
+                    metrics.LAYER_SEND_FAILURES.inc()
+                    logger.exception("delivery to group %s failed", group)
         if self.redis_url:
             publisher = self._bridge().publisher
             for name, payload in _envelopes(pairs):

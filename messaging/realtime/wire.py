@@ -17,7 +17,9 @@ server without the extension (daphne, the Channels test communicator) there is
 no fast path at all.
 """
 
+import contextlib
 import struct
+import threading
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
@@ -64,6 +66,34 @@ class _LastFramed:
 prepared = _LastFramed()
 
 
+class _Corks(threading.local):
+    """Per thread (each serving loop has its own): the frames held back while `corked()`, by
+    socket, in order; None when not corked."""
+
+    held: "dict[ChatWebSocketProtocol, list[bytes]] | None" = None
+
+
+_corks = _Corks()
+
+
+@contextlib.contextmanager
+def corked():
+    """Prepared frames written inside go out together at the end, one `write` per socket: a
+    batch of stored messages often has several for one member (a `write` is one syscall, most
+    of the fan-out's time). Only around synchronous code: nothing else may write to the
+    sockets meanwhile except through their ASGI `send`, which sends what is held first."""
+    if _corks.held is not None:
+        yield  # already corked further out: that one writes
+        return
+    _corks.held = {}
+    try:
+        yield
+    finally:
+        held, _corks.held = _corks.held, None
+        for protocol, frames in held.items():
+            protocol.write_held(frames)
+
+
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, offering the application `write_prepared`."""
 
@@ -85,6 +115,25 @@ class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
             and self.conn.state is State.OPEN
             and not self.transport.is_closing()
         ):
-            self.transport.write(frame)
+            held = _corks.held
+            if held is None:
+                self.transport.write(frame)
+            else:
+                held.setdefault(self, []).append(frame)
             return True
         return False
+
+    def write_held(self, frames: list[bytes]) -> None:
+        """Write frames held back by `corked()`, in one call (they were accepted as written)."""
+        if not self.transport.is_closing():
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    async def send(self, message) -> None:
+        """ASGI `send`, after any frame of this socket held back by `corked()`: nothing the
+        application sends overtakes what it was told was written."""
+        held = _corks.held
+        if held is not None:
+            frames = held.pop(self, None)
+            if frames:
+                self.write_held(frames)
+        await super().send(message)

@@ -8,8 +8,15 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import Frame, Opcode
 
+from messaging.realtime import wire
 from messaging.realtime.outbox import Outbox
-from messaging.realtime.wire import PREPARED_FRAMES, ChatWebSocketProtocol, prepared, text_frame
+from messaging.realtime.wire import (
+    PREPARED_FRAMES,
+    ChatWebSocketProtocol,
+    corked,
+    prepared,
+    text_frame,
+)
 from messaging.testing import serving_asgi
 
 
@@ -102,3 +109,66 @@ async def test_a_socket_with_compression_gets_no_prepared_frames():
         received = [message async for message in client]
     assert received == frames
     assert outcomes == []
+
+
+async def test_frames_pushed_while_corked_go_out_together_at_the_end_before_what_is_sent_after():
+    """A batch's frames for one socket are held while `corked()` and written in one `write`
+    when it ends; a `send` inside the block (here the close) goes out after them, not before."""
+    frames = [f"batch frame {n}" for n in range(5)]
+    held_inside: list[int] = []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        write = scope["extensions"][PREPARED_FRAMES]
+        outbox = Outbox(send, limit=10, on_overflow=lambda: None, write_prepared=write)
+        with corked():
+            for text in frames[:3]:
+                outbox.push(text)
+            held_inside.append(len(wire._corks.held[write.__self__]))
+            outbox.close(1000)  # through ASGI `send`: the held frames first
+            for text in frames[3:]:
+                outbox.push(text)  # after the close: dropped
+        await outbox.flushed()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with serving(app) as (_, url), ws_connect(url) as client:
+        received = [message async for message in client]
+        code = client.close_code
+    assert held_inside == [3]
+    assert received == frames[:3]
+    assert code == 1000
+    assert wire._corks.held is None
+
+
+async def test_frames_corked_in_another_thread_are_not_held_here():
+    """Each serving loop's thread has its own cork: while another thread is corked, this loop's
+    prepared frames still go out at once."""
+    other_started, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def cork_in_a_thread():
+        with corked():
+            loop.call_soon_threadsafe(other_started.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        write = scope["extensions"][PREPARED_FRAMES]
+        outbox = Outbox(send, limit=30, on_overflow=lambda: None, write_prepared=write)
+        for n in range(20):
+            outbox.push(f"frame {n}")
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    holder = loop.run_in_executor(None, cork_in_a_thread)
+    await other_started.wait()
+    try:
+        async with serving(app) as (_, url), ws_connect(url) as client:
+            received = [await asyncio.wait_for(client.recv(), 2) for _ in range(20)]
+    finally:
+        release.set()
+        await holder
+    assert received == [f"frame {n}" for n in range(20)]
