@@ -18,11 +18,14 @@ no fast path at all.
 """
 
 import contextlib
+import logging
 import struct
 import threading
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
+
+logger = logging.getLogger(__name__)
 
 # The ASGI scope extension: a function taking a prepared frame's bytes, True if written.
 PREPARED_FRAMES = "biogram.prepared_frames"
@@ -91,7 +94,10 @@ def corked():
     finally:
         held, _corks.held = _corks.held, None
         for protocol, frames in held.items():
-            protocol.write_held(frames)
+            try:
+                protocol.write_held(frames)
+            except Exception:  # one socket's failure must not keep the others' frames
+                logger.exception("writing held frames failed")
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):
