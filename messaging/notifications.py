@@ -247,9 +247,15 @@ def _chunks(items: list, size: int):
 
 def take_due_dispatches(*, now, limit: int) -> list[NotificationDispatch]:
     """Up to `limit` dispatches due now, taken for a lease (no other process sends them
-    meanwhile), with their notification and subscription."""
+    meanwhile), with their notification and subscription. A push waits while an older one to
+    the same subscription is not done (in flight, or waiting for its retry): a device gets its
+    notifications in the order they were decided, whichever processes send them."""
+    older_unsent = NotificationDispatch.objects.filter(
+        subscription_id=OuterRef("subscription_id"), done_at__isnull=True, id__lt=OuterRef("id")
+    )
     ids = list(
         NotificationDispatch.objects.filter(done_at__isnull=True, next_attempt_at__lte=now)
+        .exclude(Exists(older_unsent))
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
     )

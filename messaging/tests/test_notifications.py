@@ -395,6 +395,30 @@ def test_a_subscription_answered_404_or_410_is_deleted(
     assert not NotificationDispatch.objects.exists()
 
 
+def test_a_devices_next_push_waits_until_the_one_before_it_is_done(
+    notifier, push_service, user, other_user, chat
+):
+    """Pushes reach a device in the order they were decided: a newer notification is not sent
+    while an older one to the same subscription is in flight or waiting for its retry (two
+    processes sending at once could otherwise deliver them the wrong way round)."""
+    bob = subscribe(other_user, push_service)
+    push_service.answer(bob.path, 503)  # the first push fails and waits for its retry
+    send(user, chat, "one")
+    age(chat)
+    notifier.poll(settle=True)
+    send(user, chat, "two")
+    age(chat)
+    notifier.poll(settle=True)  # the second notification is decided, not sent
+
+    waiting = [p["seq"] for p in bob.payloads()]
+    _retry_now()
+    notifier.poll(settle=True)  # the first one's retry
+    notifier.poll(settle=True)  # then the second
+
+    assert waiting == ["1"]
+    assert [p["seq"] for p in bob.payloads()] == ["1", "1", "2"]
+
+
 def test_a_failed_push_is_retried_and_another_answer_is_not(
     notifier, push_service, user, other_user, third_user, group_chat
 ):
