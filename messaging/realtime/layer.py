@@ -410,17 +410,13 @@ def _envelopes(pairs: Iterable[tuple[str, dict]]):
     each co-member), which goes once, on the channel every process hears (`EVERYONE`), naming
     its groups: one publish, and one message for each process to read, instead of one per
     group (docs/benchmarks.md, 2026-12-04d)."""
-    run: list[str] = []
-    shared = None
-    for group, event in (*pairs, (None, None)):
-        if run and event is shared:
-            run.append(group)
-            continue
-        if len(run) == 1:
-            yield f"g:{run[0]}", {"g": run[0], "m": shared}
-        elif run:
-            yield EVERYONE, {"gs": run, "m": shared}
-        run, shared = [group], event
+    # By identity: every event is alive in `pairs` meanwhile, so no two share an id.
+    for _, run in itertools.groupby(pairs, key=lambda pair: id(pair[1])):
+        (group, event), *others = run
+        if others:
+            yield EVERYONE, {"gs": [group, *(other for other, _ in others)], "m": event}
+        else:
+            yield f"g:{group}", {"g": group, "m": event}
 
 
 def _publisher(layer: ChatChannelLayer, client, loop) -> RedisPublisher:
