@@ -315,11 +315,7 @@ class ChatConsumer(SocketConsumer):
                 continue
             if isinstance(page, BaseException):
                 raise page
-            for text in page.replay:
-                self.send_text(text)
-                if self.outbox.backlog > self.outbox.limit // 2:
-                    # A replay is our own burst, not a slow reader: wait for the socket.
-                    await self.outbox.flushed()
+            await self.send_texts(page.replay)
             summary[chat_id] = (page.last_seq, page.rev, page.has_more)
         self.send_frame(protocol.sync_frame(summary))
 

@@ -37,9 +37,13 @@ from messaging import metrics, protocol
 from messaging.errors import BadRequest, MessagingError, Unavailable
 from messaging.realtime import daphne_compat
 from messaging.realtime.outbox import Outbox
-from messaging.realtime.wire import PREPARED_FRAMES
+from messaging.realtime.wire import PREPARED_FRAMES, corked
 
 logger = logging.getLogger(__name__)
+
+# A burst's frames per `write`: a few tens of KB, so the transport's flow control (it pauses
+# past 64 KB) still paces a long replay.
+BURST_FRAMES = 64
 
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW_CLIENT = 4009  # counted in metrics and logs; the client sees 1006 (no close frame)
@@ -259,6 +263,24 @@ class SocketConsumer(AsyncConsumer):
     def send_text(self, text: str) -> None:
         """Queue a frame already encoded (a group event's text, encoded once for all members)."""
         self.outbox.push(text)
+
+    async def send_texts(self, texts) -> None:
+        """Frames already encoded, a burst of our own (a sync's replay): written BURST_FRAMES at
+        a time in one `write` (`corked`), and paced by the socket instead of overflowing its
+        outbox (a replay is not a slow reader): past half the outbox, it waits for the socket."""
+        half = self.outbox.limit // 2
+        pending = iter(texts)
+        more = True
+        while more:
+            more = False
+            with corked():
+                for count, text in enumerate(pending, 1):
+                    self.outbox.push(text)
+                    if count == BURST_FRAMES or self.outbox.backlog > half:
+                        more = True
+                        break
+            if self.outbox.backlog > half:
+                await self.outbox.flushed()
 
     def close_with(self, code: int) -> None:
         """Close after the frames already queued; later frames are dropped."""
