@@ -1,6 +1,7 @@
 """The WebSocket handshake's checks: the Host must be one of ALLOWED_HOSTS (as for HTTP), and the
 Origin one of our own hosts or on the allow-list; anything else gets HTTP 403 before any frame."""
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -11,10 +12,19 @@ def origin_allowed(origin: str | None) -> bool:
     """No Origin (a mobile app, a bot) passes; `null` and foreign origins do not."""
     if origin is None:
         return True
+    return _origin_allowed(
+        origin, tuple(settings.WS_ALLOWED_ORIGINS), tuple(settings.ALLOWED_HOSTS)
+    )
+
+
+@lru_cache(maxsize=256)  # the page's few origins, checked once each
+def _origin_allowed(
+    origin: str, allowed_origins: tuple[str, ...], allowed_hosts: tuple[str, ...]
+) -> bool:
     origin = origin.strip()
     if not origin or origin.lower() == "null":
         return False
-    if origin.rstrip("/") in settings.WS_ALLOWED_ORIGINS:
+    if origin.rstrip("/") in allowed_origins:
         return True
     try:
         parts = urlsplit(origin)
@@ -26,7 +36,7 @@ def origin_allowed(origin: str | None) -> bool:
         return False
     if ":" in hostname:
         hostname = f"[{hostname}]"
-    return validate_host(hostname, settings.ALLOWED_HOSTS)
+    return validate_host(hostname, allowed_hosts)
 
 
 def host_allowed(host: str | None) -> bool:
@@ -37,8 +47,13 @@ def host_allowed(host: str | None) -> bool:
     """
     if host is None:
         return True
+    return _host_allowed(host, tuple(settings.ALLOWED_HOSTS))
+
+
+@lru_cache(maxsize=256)  # every handshake names one of a few hosts (a burst checks it once)
+def _host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
     domain, _ = split_domain_port(host.strip())
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    return bool(domain) and validate_host(domain, allowed_hosts)
 
 
 class OriginValidator:
