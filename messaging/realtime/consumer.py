@@ -309,13 +309,14 @@ class ChatConsumer(SocketConsumer):
             return_exceptions=True,
         )
         summary = {}
-        for chat_id, page in zip(frame.chats, pages, strict=True):
-            if isinstance(page, NotMember):
+        for chat_id, replay in zip(frame.chats, pages, strict=True):
+            if isinstance(replay, NotMember):
                 self.send_error(NotMember(f"Chat {str(chat_id)[:40]} not found."), "sync")
                 continue
-            if isinstance(page, BaseException):
-                raise page
-            await self.send_texts(page.replay)
+            if isinstance(replay, BaseException):
+                raise replay
+            await self.send_texts(replay.texts, replay.frames)
+            page = replay.page
             summary[chat_id] = (page.last_seq, page.rev, page.has_more)
         self.send_frame(protocol.sync_frame(summary))
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from messaging import selectors, storage
 from messaging.realtime.batching import BatchRunner
+from messaging.realtime.wire import text_frame
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,34 @@ async def connection_state(user_id: int) -> ConnectionState:
     return await _runner.submit(user_id)
 
 
+@dataclass(frozen=True)
+class Replay:
+    """A sync page as sockets replay it: its frames encoded (`texts`) and framed for the wire
+    (`frames`) once, in the reader's thread, however many members it goes to."""
+
+    page: selectors.SyncPage
+    texts: list[str]
+    frames: list[bytes]
+
+
+def _read_replays(requests: list[selectors.SyncRequest]) -> list:
+    replays: dict[int, Replay] = {}  # by page: requests for the same page share its frames
+    results = []
+    for page in selectors.sync_pages(requests):
+        if isinstance(page, selectors.SyncPage):
+            replay = replays.get(id(page))
+            if replay is None:
+                texts = page.replay
+                replay = replays[id(page)] = Replay(page, texts, [text_frame(t) for t in texts])
+            page = replay
+        results.append(page)
+    return results
+
+
 # A batch's pages are held in memory together (at most SYNC_MAX_PER_CHAT messages each).
-_sync_reader = BatchRunner(selectors.sync_pages, name="sync-reader", max_batch=100)
+_sync_reader = BatchRunner(_read_replays, name="sync-reader", max_batch=100)
 
 
-async def read_sync_page(request: selectors.SyncRequest) -> selectors.SyncPage:
+async def read_sync_page(request: selectors.SyncRequest) -> Replay:
     """The page `request` asks for (raises `NotMember`), read with the others arriving meanwhile."""
     return await _sync_reader.submit(request)

@@ -46,14 +46,14 @@ class Outbox:
         self.task: asyncio.Task | None = None
         self.closed = False
 
-    def push(self, text: str) -> None:
-        """Send a text frame after those pushed before it."""
+    def push(self, text: str, frame: bytes | None = None) -> None:
+        """Send a text frame after those pushed before it (`frame`: `text` framed already)."""
         if self.closed:
             return
         if (
             self.task is None
             and self.write_prepared is not None
-            and self.write_prepared(prepared(text))
+            and self.write_prepared(frame or prepared(text))
         ):
             return  # written: the common case on uvicorn
         self._put({"type": "websocket.send", "text": text})

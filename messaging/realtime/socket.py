@@ -264,18 +264,19 @@ class SocketConsumer(AsyncConsumer):
         """Queue a frame already encoded (a group event's text, encoded once for all members)."""
         self.outbox.push(text)
 
-    async def send_texts(self, texts) -> None:
-        """Frames already encoded, a burst of our own (a sync's replay): written BURST_FRAMES at
-        a time in one `write` (`corked`), and paced by the socket instead of overflowing its
-        outbox (a replay is not a slow reader): past half the outbox, it waits for the socket."""
+    async def send_texts(self, texts: list[str], frames: list[bytes]) -> None:
+        """Frames already encoded (`texts`) and framed (`frames`, wire.text_frame), a burst of
+        our own (a sync's replay): written BURST_FRAMES at a time in one `write` (`corked`),
+        and paced by the socket instead of overflowing its outbox (a replay is not a slow
+        reader): past half the outbox, it waits for the socket."""
         half = self.outbox.limit // 2
-        pending = iter(texts)
+        pending = zip(texts, frames, strict=True)
         more = True
         while more:
             more = False
             with corked():
-                for count, text in enumerate(pending, 1):
-                    self.outbox.push(text)
+                for count, (text, frame) in enumerate(pending, 1):
+                    self.outbox.push(text, frame)
                     if count == BURST_FRAMES or self.outbox.backlog > half:
                         more = True
                         break

@@ -15,6 +15,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from conftest import db_call, make_user, token_for
 from messaging import protocol, selectors, services
+from messaging.realtime import loaders
+from messaging.realtime.wire import text_frame
 
 CHATS = 10
 MEMBERS = 10
@@ -60,6 +62,26 @@ def test_members_syncing_a_chat_from_the_same_position_share_one_read(
     assert all(page is members[0] for page in members), "identical reads were repeated"
     assert [m.seq for m in members[0].new] == list(range(1, 31))
     assert members[0].replay is members[0].replay  # encoded once, for every socket
+    assert isinstance(refused, selectors.NotMember)
+
+
+@pytest.mark.django_db
+def test_members_replaying_the_same_page_share_its_frames_framed_once():
+    """The sync reader hands every socket replaying a page the same frames, already framed for
+    the wire (in its thread, not the event loop's); an outsider still gets `NotMember`."""
+    ((chat, users),) = make_chats_with_missed_messages(chats=1, members=4, missed=20)
+    outsider = make_user("storm_outsider")
+    held = protocol.SyncFrom(seq=0, rev=0)
+    *replays, refused = loaders._read_replays(
+        [selectors.SyncRequest(u.pk, chat.pk, held, 500) for u in [*users, outsider]]
+    )
+
+    assert all(replay is replays[0] for replay in replays), "a page was framed once per member"
+    texts = replays[0].texts
+    assert [json.loads(text)["data"]["message"]["seq"] for text in texts] == [
+        str(seq) for seq in range(1, 21)
+    ]
+    assert replays[0].frames == [text_frame(text) for text in texts]
     assert isinstance(refused, selectors.NotMember)
 
 
