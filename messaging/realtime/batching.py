@@ -12,6 +12,7 @@ batch.
 """
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
 
 from biogram.logging import process_task
+from messaging.realtime.wire import corked_wakeups
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,20 @@ def close_connections() -> None:
 class BatchRunner:
     """Runs `handle(items) -> results` (one result or exception per item) on its own thread."""
 
-    def __init__(self, handle: Callable[[list], list], *, name: str, max_batch: int = 500):
+    def __init__(
+        self,
+        handle: Callable[[list], list],
+        *,
+        name: str,
+        max_batch: int = 500,
+        corked_wakeups: bool = False,
+    ):
+        """`corked_wakeups`: the tasks waiting on a batch resume inside one `wire.corked` span,
+        so the frames they write to one socket go out in one `write` (`wire.corked_wakeups`)."""
         self.handle = handle
         self.name = name
         self.max_batch = max_batch
+        self.corked_wakeups = corked_wakeups
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: list = []
@@ -86,13 +98,10 @@ class BatchRunner:
                         raise asyncio.CancelledError from exc
                     logger.warning("%s: a batch of %d failed: %r", self.name, len(items), exc)
                     results = [exc] * len(items)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # the caller went away (socket closed)
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                if self.corked_wakeups:
+                    corked_wakeups(loop, functools.partial(_resolve, batch, results))
+                else:
+                    _resolve(batch, results)
 
     def _call(self, items: list) -> list:
         _drop_broken_connections()
@@ -100,6 +109,16 @@ class BatchRunner:
             return self.handle(items)
         finally:
             _drop_broken_connections()
+
+
+def _resolve(batch: list, results: list) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():  # the caller went away (socket closed)
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def _drop_broken_connections() -> None:

@@ -32,7 +32,9 @@ def _load(user_ids: list[int]) -> list[ConnectionState]:
     return states
 
 
-_runner = BatchRunner(_load, name="connection-loader", max_batch=500)
+# The sockets of a burst resume together: each one's `connect` frame and the presence frames of
+# the co-members connecting beside it reach it in one `write`.
+_runner = BatchRunner(_load, name="connection-loader", max_batch=500, corked_wakeups=True)
 
 
 async def connection_state(user_id: int) -> ConnectionState:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import struct
 import threading
+from collections.abc import Callable
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
@@ -92,12 +93,42 @@ def corked():
     try:
         yield
     finally:
-        held, _corks.held = _corks.held, None
-        for protocol, frames in held.items():
-            try:
-                protocol.write_held(frames)
-            except Exception:  # one socket's failure must not keep the others' frames
-                logger.exception("writing held frames failed")
+        uncork()
+
+
+def cork() -> None:
+    """`corked()` opened by one callback of the event loop and closed by a later one (`uncork`),
+    around the callbacks queued between them (`corked_wakeups`). A cork already open stays
+    the one that writes."""
+    if _corks.held is None:
+        _corks.held = {}
+
+
+def uncork() -> None:
+    """Write what was held since `cork`, one `write` per socket, and stop holding."""
+    held, _corks.held = _corks.held, None
+    for protocol, frames in (held or {}).items():
+        try:
+            protocol.write_held(frames)
+        except Exception:  # one socket's failure must not keep the others' frames
+            logger.exception("writing held frames failed")
+
+
+def corked_wakeups(loop, wake: Callable[[], None]) -> None:
+    """Run `wake` (which resolves futures) so that the tasks it wakes resume inside one cork:
+    the frames they write to a socket in those steps go out in one `write`. A burst of
+    connections comes back from the connection loader together, and each new member's
+    `connect` frame and the presence frames of the co-members connecting beside it reach
+    a socket in one `write` instead of one each.
+
+    A future's waiters resume in callbacks it queues (`call_soon`, first in first out) on the
+    loop's next turn; `cork` and `uncork` are queued before and after them, so the cork spans
+    exactly those synchronous steps, never a wait for I/O."""
+    loop.call_soon(cork)
+    try:
+        wake()
+    finally:
+        loop.call_soon(uncork)
 
 
 class ChatWebSocketProtocol(WebSocketsSansIOProtocol):

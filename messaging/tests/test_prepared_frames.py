@@ -172,3 +172,57 @@ async def test_frames_corked_in_another_thread_are_not_held_here():
         release.set()
         await holder
     assert received == [f"frame {n}" for n in range(20)]
+
+
+async def test_tasks_woken_together_write_to_a_socket_once_and_nothing_stays_held():
+    """`corked_wakeups`: the tasks a batch's results wake write their frames for one socket in
+    one `write`, in the order they ran, after the frames written before; once they have run,
+    a frame goes out at once again."""
+    writes: list[bytes] = []
+    done = asyncio.Event()
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        write = scope["extensions"][PREPARED_FRAMES]
+        transport = write.__self__.transport
+        real_write = transport.write
+
+        def counted(data):
+            writes.append(bytes(data))
+            real_write(data)
+
+        transport.write = counted
+        outbox = Outbox(send, limit=30, on_overflow=lambda: None, write_prepared=write)
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(5)]
+
+        async def member(future):
+            outbox.push(f"woken {await future}")
+
+        outbox.push("before")
+        tasks = [asyncio.create_task(member(future)) for future in futures]
+        await asyncio.sleep(0)  # all five wait on their futures
+
+        def wake():
+            for n, future in enumerate(futures):
+                future.set_result(n)
+
+        wire.corked_wakeups(loop, wake)
+        await asyncio.gather(*tasks)
+        assert wire._corks.held is None
+        outbox.push("after")
+        done.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with serving(app) as (_, url), ws_connect(url) as client:
+        received = [await asyncio.wait_for(client.recv(), 2) for _ in range(7)]
+        await asyncio.wait_for(done.wait(), 2)
+    woken = [f"woken {n}" for n in range(5)]
+    assert received == ["before", *woken, "after"]
+    assert writes[:3] == [  # then the close frame, when the client leaves
+        text_frame("before"),
+        b"".join(text_frame(text) for text in woken),
+        text_frame("after"),
+    ]

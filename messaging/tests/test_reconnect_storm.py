@@ -154,3 +154,50 @@ async def test_a_hundred_members_coming_back_at_once_each_get_every_missed_messa
     assert requests == CHATS * MEMBERS
     # Ten chats, their members' syncs arriving together: far fewer reads than requests.
     assert reads <= requests / 2, f"{reads:.0f} page reads for {requests:.0f} sync requests"
+
+
+async def learns_who_is_online(server, user, others: set[str], ready: asyncio.Barrier) -> tuple:
+    """Connect with the rest; return the first frame and the co-members this socket was told are
+    online (its `connect` frame's list and each presence frame), in order, until it knows all."""
+    url = f"{server.ws_url}/ws/chat/?token={token_for(user)}"
+    await ready.wait()
+    async with ws_connect(url, max_queue=None) as socket:
+        first = json.loads(await asyncio.wait_for(socket.recv(), 30))
+        told = list(first["data"].get("online", []))
+        while not others <= set(told):
+            frame = json.loads(await asyncio.wait_for(socket.recv(), 30))
+            assert frame["type"] == "connect" and "connectionId" not in frame["data"], frame
+            told.append(frame["data"]["userId"])
+        await ready.wait()  # nobody leaves before everyone knows: no `disconnect` in between
+        return first, told
+
+
+@pytest.mark.live
+async def test_co_members_connecting_together_each_get_their_connect_frame_then_every_other_online(
+    start_live_server,
+):
+    """A burst of connections resumes together from the connection loader, the frames for one
+    socket written together (`wire.corked_wakeups`): each socket still gets its own `connect`
+    frame first, then learns that each co-member is online, and of nobody else."""
+    server = start_live_server(RATE_LIMIT_ENABLED=0, LOG_LEVEL="WARNING")
+    chats = await db_call(make_chats_with_missed_messages)(missed=0)
+    ready = asyncio.Barrier(CHATS * MEMBERS)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                learns_who_is_online(
+                    server, user, {str(u.pk) for u in users} - {str(user.pk)}, ready
+                )
+                for chat, users in chats
+                for user in users
+            )
+        ),
+        timeout=120,
+    )
+
+    everyone = [(chat, user, users) for chat, users in chats for user in users]
+    for (chat, user, users), (first, told) in zip(everyone, results, strict=True):
+        assert first["type"] == "connect" and first["data"]["userId"] == str(user.pk), first
+        assert first["data"]["chats"] == [str(chat.pk)]
+        assert set(told) == {str(u.pk) for u in users} - {str(user.pk)}
