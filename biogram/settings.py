@@ -129,7 +129,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         # IMMEDIATE: a writer takes the lock at BEGIN, so two writers never deadlock.
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # A checkpoint every 10,000 pages of log instead of SQLite's 1,000: the pages a batch
+        # of messages touches (index leaves, chat rows) are rewritten many times between two
+        # checkpoints and copied to the database once per checkpoint; a quarter of the
+        # writer's time went to checkpoints (docs/benchmarks.md, 2026-12-04f).
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;"
+        ),
     }
     # Tests run against a file, so that a live server process can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

@@ -10,6 +10,7 @@ and PostgreSQL both run; everything else stays in the ORM.
 import contextlib
 from typing import NamedTuple
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models.base import ModelState
@@ -28,6 +29,25 @@ REACTION = _quote(Reaction._meta.db_table)
 def placeholders(values) -> str:
     """`%s, %s, …`, one per value: the body of an `IN (…)` list."""
     return ", ".join(["%s"] * len(values))
+
+
+def fetch_all(cursor, sql: str, params, width: int) -> list[tuple]:
+    """`cursor.execute(sql, params)` and its rows (tuples of `width` values, in no promised order).
+
+    On SQLite the rows come back as one row of JSON: Python's sqlite3 releases and retakes
+    the GIL at every row it steps to, and a writer thread retaking the GIL waits for the
+    event loop's callback of the moment to end, once per row (a batch of 120 messages read
+    and wrote 350 rows: most of the writer's time was that wait; docs/benchmarks.md,
+    2026-12-04f). `sql` is a SELECT of plain values (no blobs)."""
+    if connection.vendor != "sqlite":
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    names = ", ".join(f"c{i}" for i in range(width))
+    cursor.execute(
+        f"WITH t({names}) AS ({sql}) SELECT json_group_array(json_array({names})) FROM t", params
+    )
+    (rows,) = cursor.fetchone()
+    return [tuple(row) for row in orjson.loads(rows)]
 
 
 OR_KEYS = 300
@@ -66,20 +86,26 @@ class Pending:
     statements of several reads go to PostgreSQL in one round trip, and their rows are there
     once the block ends."""
 
-    __slots__ = ("cursors", "finish")
+    __slots__ = ("cursors", "finish", "rows")
 
     def __init__(self, finish):
         self.cursors = []
+        self.rows = []  # read already (SQLite: `fetch_all` where the statement runs)
         self.finish = finish
 
-    def execute(self, sql: str, params: list) -> None:
+    def execute(self, sql: str, params: list, width: int) -> None:
+        """Run a SELECT of `width` columns (its rows are read by `result()`)."""
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                self.rows += fetch_all(cursor, sql, params, width)
+            return
         cursor = connection.cursor()
         self.cursors.append(cursor)
         cursor.execute(sql, params)
 
     def result(self):
         try:
-            rows = [row for cursor in self.cursors for row in cursor.fetchall()]
+            rows = self.rows + [row for cursor in self.cursors for row in cursor.fetchall()]
         finally:
             for cursor in self.cursors:
                 cursor.close()
@@ -121,6 +147,7 @@ def senders_standing(pairs: set[tuple[int, int]]) -> Pending:
                 f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
                 f" WHERE {where}{lock}",
                 [now, *params],
+                width=4,
             )
     return pending
 
@@ -141,7 +168,7 @@ def stored_client_ids(keys: set[tuple[int, int, str]]) -> Pending:
     pending = Pending(finish)
     if keys:
         for where, params in _matching(("chat_id", "sender_id", "client_message_id"), keys):
-            pending.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params)
+            pending.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params, width=2)
     return pending
 
 
@@ -159,6 +186,7 @@ def reply_targets(targets: set[tuple[int, int]]) -> Pending:
             f"SELECT chat_id, id, seq FROM {MESSAGE} WHERE chat_id IN ({placeholders(chat_ids)})"
             f" AND id IN ({placeholders(message_ids)})",
             [*chat_ids, *message_ids],
+            width=3,
         )
     return pending
 
@@ -173,7 +201,9 @@ def lock_chats(chat_ids) -> Pending:
     if chat_ids and connection.features.has_select_for_update:
         ids = sorted(chat_ids)
         pending.execute(
-            f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE", ids
+            f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
+            ids,
+            width=1,
         )
     return pending
 
@@ -186,13 +216,32 @@ def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
     cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
     params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
     with connection.cursor() as cursor:
-        cursor.execute(
+        rows = _updated(
+            cursor,
             f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END,"
             f" last_rev = last_rev + CASE id {cases} END, last_message_at = %s"
-            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_seq, last_rev",
+            f" WHERE id IN ({placeholders(chat_ids)})",
             [*params, *params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
+            ("id", "last_seq", "last_rev"),
+            chat_ids,
         )
-        return {chat_id: (last_seq, last_rev) for chat_id, last_seq, last_rev in cursor.fetchall()}
+        return {chat_id: (last_seq, last_rev) for chat_id, last_seq, last_rev in rows}
+
+
+def _updated(cursor, update: str, params: list, columns: tuple[str, ...], chat_ids) -> list:
+    """Run `update` (of chat rows) and read `columns` of the chats `chat_ids` as it left them:
+    `RETURNING` on PostgreSQL; on SQLite a SELECT after it, in the same transaction (whose
+    write lock it holds), as one row (`fetch_all`: one GIL wait instead of one per chat)."""
+    if connection.vendor != "sqlite":
+        cursor.execute(f"{update} RETURNING {', '.join(columns)}", params)
+        return cursor.fetchall()
+    cursor.execute(update, params)
+    return fetch_all(
+        cursor,
+        f"SELECT {', '.join(columns)} FROM {CHAT} WHERE id IN ({placeholders(chat_ids)})",
+        list(chat_ids),
+        len(columns),
+    )
 
 
 def lock_chats_for_changes(chat_ids: set[int]) -> Pending:
@@ -204,7 +253,9 @@ def lock_chats_for_changes(chat_ids: set[int]) -> Pending:
         ordered = sorted(chat_ids)
         lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
         pending.execute(
-            f"SELECT id, last_rev FROM {CHAT} WHERE id IN ({placeholders(ordered)}){lock}", ordered
+            f"SELECT id, last_rev FROM {CHAT} WHERE id IN ({placeholders(ordered)}){lock}",
+            ordered,
+            width=2,
         )
     return pending
 
@@ -216,12 +267,16 @@ def allocate_revs(counts: dict[int, int]) -> dict[int, int]:
     cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
     params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {CHAT} SET last_rev = last_rev + CASE id {cases} END"
-            f" WHERE id IN ({placeholders(chat_ids)}) RETURNING id, last_rev",
-            [*params, *chat_ids],
+        return dict(
+            _updated(
+                cursor,
+                f"UPDATE {CHAT} SET last_rev = last_rev + CASE id {cases} END"
+                f" WHERE id IN ({placeholders(chat_ids)})",
+                [*params, *chat_ids],
+                ("id", "last_rev"),
+                chat_ids,
+            )
         )
-        return dict(cursor.fetchall())
 
 
 def update_messages(messages, fields: tuple[str, ...]) -> None:
@@ -274,13 +329,23 @@ def insert_messages(rows: list[tuple], now) -> list[int]:
     else:
         source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
         params = [value for row in rows for value in (*row, stamp, False)]
+    insert = f"INSERT INTO {MESSAGE} ({columns}, created_at, deleted_by_author) {source}"
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {MESSAGE} ({columns}, created_at, deleted_by_author) {source}"
-            f" RETURNING chat_id, seq, id",
-            params,
-        )
-        ids = {(chat_id, seq): message_id for chat_id, seq, message_id in cursor.fetchall()}
+        if connection.vendor == "sqlite" and connection.in_atomic_block:
+            # Inside the storing transaction, which holds SQLite's write lock: the rows with
+            # an id above the highest before the insert are this insert's (ids only grow,
+            # AUTOINCREMENT), read as one row (`fetch_all`) rather than one `RETURNING` row
+            # at a time.
+            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {MESSAGE}")
+            (before,) = cursor.fetchone()
+            cursor.execute(insert, params)
+            found = fetch_all(
+                cursor, f"SELECT chat_id, seq, id FROM {MESSAGE} WHERE id > %s", [before], 3
+            )
+        else:
+            cursor.execute(f"{insert} RETURNING chat_id, seq, id", params)
+            found = cursor.fetchall()
+        ids = {(chat_id, seq): message_id for chat_id, seq, message_id in found}
     return [ids[row[0], row[1]] for row in rows]
 
 

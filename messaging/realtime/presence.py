@@ -111,7 +111,9 @@ class RedisPresence:
         self.heart: asyncio.Task | None = None
         self.live_cache: tuple[float, set[str]] | None = None
         self.claims = LoopBatch(self._claim_many, name="presence-claims")
-        self.lookups = LoopBatch(self._holders_many, name="presence-lookups")
+        # A burst of connections reads who is online together and resumes together: the
+        # `connect` frames and presence frames that follow go out in one write per socket.
+        self.lookups = LoopBatch(self._holders_many, name="presence-lookups", corked_wakeups=True)
 
     def _client(self):
         loop = asyncio.get_running_loop()

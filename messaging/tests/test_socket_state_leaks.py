@@ -46,10 +46,9 @@ def socket_state(server) -> dict[str, float]:
     return state
 
 
-# Tasks that run once per process whatever the sockets (each batch runner's worker starts with
-# its first call), and those of the /metrics request reading them.
+# Tasks that run once per process whatever the sockets, and those of the /metrics request
+# reading them. (Batch runners have no task: their threads take their own batches.)
 PROCESS_TASKS = {
-    "BatchRunner._run": 8,
     "AccessWatch._watch": 1,
     "Server.serve": 1,
     "Supervisor.watch": 1,  # the notifier's
