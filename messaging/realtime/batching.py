@@ -185,10 +185,12 @@ class LoopBatch:
     submitted while one batch is on its way go together in the next; an exception of the batch
     is every item's."""
 
-    def __init__(self, handle, *, name: str, max_batch: int = 1000):
+    def __init__(self, handle, *, name: str, max_batch: int = 1000, corked_wakeups: bool = False):
+        """`corked_wakeups`: as for `BatchRunner`."""
         self.handle = handle
         self.name = name
         self.max_batch = max_batch
+        self.corked_wakeups = corked_wakeups
         self.pending: list = []
         self.task: asyncio.Task | None = None
         self.batches = 0  # batches run (what tests and a profile look at)
@@ -221,6 +223,9 @@ class LoopBatch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            if self.corked_wakeups:
+                corked_wakeups(
+                    asyncio.get_running_loop(), functools.partial(_resolve, batch, results)
+                )
+            else:
+                _resolve(batch, results)
