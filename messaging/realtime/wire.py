@@ -98,8 +98,8 @@ def corked():
 
 def cork() -> None:
     """`corked()` opened by one callback of the event loop and closed by a later one (`uncork`),
-    around the callbacks queued between them (`corked_wakeups`). A cork already open stays
-    the one that writes."""
+    around the callbacks queued between them (`corked_wakeups`). Between two callbacks no
+    `corked()` block is open (it only wraps synchronous code), so this one is the outermost."""
     if _corks.held is None:
         _corks.held = {}
 
