@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from biogram.files import create_once
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BIOGRAM_VAR_DIR", BASE_DIR / "var"))
 
@@ -38,17 +40,10 @@ def _secret_key() -> str:
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        candidate = secrets.token_urlsafe(50)
-        try:
-            # O_EXCL: several processes starting at once agree on one key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(candidate)
-        except FileExistsError:
-            pass
-    return path.read_text().strip()
+    key = create_once(path, lambda: secrets.token_urlsafe(50).encode()).decode().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it and a new key is made")
+    return key
 
 
 SECRET_KEY = _secret_key()

@@ -12,7 +12,6 @@ import functools
 import ipaddress
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from py_vapid import Vapid
 
+from biogram.files import create_once
 from messaging.errors import BadRequest, EndpointRefused
 from messaging.notifications import GONE, REFUSED, REJECTED, RETRY, SENT
 
@@ -53,22 +53,15 @@ def vapid() -> Vapid:
         if "-----BEGIN" in configured:
             return Vapid(serialization.load_pem_private_key(configured.encode(), password=None))
         return Vapid.from_string(configured)  # raw 32 bytes or DER, base64url
-    path = settings.VAR_DIR / KEY_FILE
-    if not path.exists():
-        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    pem = create_once(
+        settings.VAR_DIR / KEY_FILE,
+        lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
-        try:
-            # O_EXCL: several processes starting at once agree on one key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-        except FileExistsError:
-            pass
-    return Vapid(serialization.load_pem_private_key(path.read_bytes(), password=None))
+        ),
+    )
+    return Vapid(serialization.load_pem_private_key(pem, password=None))
 
 
 def public_key() -> str:
