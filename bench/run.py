@@ -347,8 +347,10 @@ def measure_target(
 
     log(f"[{name}] opening {args.connect_users} connections")
     rss_before = sum(s.rss_kb() for s in servers)
+    cpu_before = sum(s.cpu() for s in servers)
     with LoadGen(data["connect"], urls, args, workdir / "loadgen.log") as gen:
         connected = gen.read_event(600, servers)
+        cpu_connecting = sum(s.cpu() for s in servers) - cpu_before
         time.sleep(args.idle_settle)  # presence frames, buffers: let it go quiet
         rss_idle = sum(s.rss_kb() for s in servers)
     n = connected["connected"]
@@ -357,6 +359,9 @@ def measure_target(
         "rssBeforeKB": rss_before,
         "rssIdleKB": rss_idle,
         "idleKBPerConnection": round((rss_idle - rss_before) / n, 2) if n else None,
+        # The servers' CPU from the first handshake to the last `connect` frame (and the
+        # load generator's start), per connection: steadier than the wall time on a busy VM.
+        "serverCpuMsPerConnection": round(1000 * cpu_connecting / n, 3) if n else None,
     }
     log(
         f"[{name}] {n}/{args.connect_users} connected in {connected['connectMs'] / 1000:.2f} s,"

@@ -4,7 +4,7 @@ The socket path's database work (storing messages, authenticating and loading
 a connection's chats) goes through runners like this instead of one
 `database_sync_to_async` call per request: under load one query or one
 transaction serves hundreds of requests, and an idle server answers a lone
-request at once. Each runner owns one worker thread, and so one database
+request within the loop's turn. Each runner owns one worker thread, and so one database
 connection (Django's connections are per thread), which it keeps open whatever
 CONN_MAX_AGE says (that setting is for request threads, which come and go under
 ASGI); a connection the database broke is dropped and comes back on the next
@@ -46,7 +46,8 @@ class BatchRunner:
     event loop is busy fanning out the last batch; a hand-over through it cost the message
     writer about a third of its time idle between batches (docs/benchmarks.md, 2026-12-04f).
     While nothing is pending the thread is returned to its one-thread executor (which joins
-    it at exit), and the next request starts it again."""
+    it at exit), and the next requests start it again at the end of the loop's turn in which
+    they came, together."""
 
     def __init__(
         self,
@@ -66,6 +67,8 @@ class BatchRunner:
         self.pending: deque[tuple[object, asyncio.Future]] = deque()
         self.lock = threading.Lock()
         self.draining = False  # a `_drain` is on the thread, or submitted to it
+        # The loop on which a `_start` is queued (see `enqueue`), if any.
+        self.starting: asyncio.AbstractEventLoop | None = None
         _runners.add(self)
 
     async def submit(self, item):
@@ -75,19 +78,34 @@ class BatchRunner:
     def enqueue(self, item) -> asyncio.Future:
         """`submit` without waiting: the future of `item`'s result. Items are handled, and their
         futures resolved, in the order they were enqueued."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         with self.lock:
             self.pending.append((item, future))
             if self.draining:
-                return future
+                return future  # the thread takes it with its next batch
+            if self.starting is not None and self.starting.is_running():
+                return future  # a start is queued on a live loop
+            self.starting = loop
+        # The thread starts at the end of this turn of the loop, not at once, so the requests
+        # of one turn (a burst of handshakes read together) go in one batch: one thread
+        # hop, one query and one hand-back for all of them.
+        loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        with self.lock:
+            self.starting = None
+            if self.draining or not self.pending:
+                return
             self.draining = True
         try:
             self.executor.submit(self._drain)
-        except RuntimeError:  # the executor is shut down (the interpreter is exiting)
+        except RuntimeError as exc:  # the executor is shut down (the interpreter is exiting)
             with self.lock:
                 self.draining = False
-            raise
-        return future
+                batch, self.pending = list(self.pending), deque()
+            self._hand_back(batch, [exc] * len(batch))
 
     def _drain(self) -> None:
         """On the runner's thread: batch after batch until nothing is pending."""
