@@ -10,8 +10,8 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, DataError, IntegrityError, transaction
-from django.db.models import Q, Value
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
+from django.db.models import Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -577,20 +577,19 @@ class _ChangeLog:
     def __init__(self, now):
         self.now = now
         self.dirty: dict[int, Message] = {}
-        self.edits: list[MessageEdit] = []
-        self.added: dict[tuple, Reaction] = {}  # (message, user, emoji) -> row to insert
+        self.edits: list[tuple] = []  # (message id, chat id, earlier text, when it was set)
+        self.added: dict[tuple, int] = {}  # (message, user, emoji) to insert -> its chat
         self.removed: set[tuple] = set()  # (message, user, emoji) stored, to delete
         self.cleared: set[int] = set()  # messages whose every stored reaction goes
 
+    def add_edit(self, message: Message) -> None:
+        self.edits.append(
+            (message.pk, message.chat_id, message.text, message.edited_at or message.created_at)
+        )
+
     def add_reaction(self, message: Message, user_id: int, emoji: str) -> None:
         message.reaction_rows.append(ReactionRow(emoji, user_id))
-        self.added[(message.pk, user_id, emoji)] = Reaction(
-            message_id=message.pk,
-            chat_id=message.chat_id,
-            user_id=user_id,
-            emoji=emoji,
-            created_at=self.now,
-        )
+        self.added[(message.pk, user_id, emoji)] = message.chat_id
 
     def remove_reaction(self, message: Message, user_id: int, emoji: str) -> None:
         message.reaction_rows.remove(ReactionRow(emoji, user_id))
@@ -611,15 +610,19 @@ class _ChangeLog:
             self.dirty.values(),
             ("rev", "text", "edited_at", "deleted_at", "deleted_by", "deleted_by_author"),
         )
-        if self.edits:
-            MessageEdit.objects.bulk_create(self.edits)
-        gone = Q(message_id__in=self.cleared) if self.cleared else Q()
-        for message_id, user_id, emoji in self.removed:
-            gone |= Q(message_id=message_id, user_id=user_id, emoji=emoji)
-        if gone:
-            Reaction.objects.filter(Q(chat_id__in=chat_ids) & gone)._raw_delete(Reaction.objects.db)
-        if self.added:
-            Reaction.objects.bulk_create(self.added.values())
+        stamp = connection.ops.adapt_datetimefield_value
+        storage.insert_rows(
+            MessageEdit,
+            ("message_id", "chat_id", "text", "edited_at"),
+            [(m, c, text, stamp(when)) for m, c, text, when in self.edits],
+        )
+        storage.delete_reactions(chat_ids, self.cleared, self.removed)
+        now = stamp(self.now)
+        storage.insert_rows(
+            Reaction,
+            ("message_id", "chat_id", "user_id", "emoji", "created_at"),
+            [(m, chat, user, emoji, now) for (m, user, emoji), chat in self.added.items()],
+        )
 
 
 def _apply(change: Change, message: Message | None, memberships: dict, now, log) -> bool:
@@ -648,14 +651,7 @@ def _apply(change: Change, message: Message | None, memberships: dict, now, log)
             raise Forbidden("This message can no longer be edited.")
         if change.text == message.text:
             return False
-        log.edits.append(
-            MessageEdit(
-                message_id=message.pk,
-                chat_id=message.chat_id,
-                text=message.text,
-                edited_at=message.edited_at or message.created_at,
-            )
-        )
+        log.add_edit(message)
         message.text, message.edited_at = change.text, now
         return True
     if change.action in (Action.DELETE, Action.MODERATOR_DELETE):

@@ -72,6 +72,12 @@ def _matching(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, lis
             for column, values in zip(columns, lists, strict=True)
         )
         return [(clause, [value for values in lists for value in values])]
+    return _each_key(columns, keys)
+
+
+def _each_key(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, list]]:
+    """WHERE clauses that together match exactly the rows whose `columns` equal one of `keys`:
+    one OR'ed equality per key, at most OR_KEYS keys a clause (SQLite's expression depth)."""
     one = "(" + " AND ".join(f"{column} = %s" for column in columns) + ")"
     ordered = list(keys)
     chunks = []
@@ -282,22 +288,42 @@ def allocate_revs(counts: dict[int, int]) -> dict[int, int]:
 def update_messages(messages, fields: tuple[str, ...]) -> None:
     """Write these fields of these messages in one UPDATE naming their chats (one partition
     each on PostgreSQL), as `bulk_update` would without the ORM's cost per object and field
-    (most of a batch of changes' time; docs/benchmarks.md)."""
+    (most of a batch of changes' time; docs/benchmarks.md).
+
+    SQLite takes the new values as a `VALUES` list joined by id (`UPDATE … FROM`): a `CASE`
+    per field evaluates every `WHEN` for every row, which for 300 messages cost five times as
+    much per message as for 20. PostgreSQL keeps the typed `CASE` (its `VALUES` would need a
+    cast per column and value)."""
     messages = list(messages)
     if not messages:
         return
-    cast = connection.features.requires_casted_case_in_updates  # PostgreSQL: typed CASE
+    columns = [Message._meta.get_field(name) for name in fields]
+    chat_ids = sorted({message.chat_id for message in messages})
+    if connection.vendor == "sqlite":
+        params = []
+        for message in messages:
+            params.append(message.pk)
+            for field in columns:
+                params.append(field.get_db_prep_save(getattr(message, field.attname), connection))
+        row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+        assignments = ", ".join(
+            f"{_quote(field.column)} = v.column{index}" for index, field in enumerate(columns, 2)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {MESSAGE} SET {assignments} FROM (VALUES {', '.join([row] * len(messages))}) v"
+                f" WHERE {MESSAGE}.id = v.column1 AND {MESSAGE}.chat_id IN ({placeholders(chat_ids)})",
+                [*params, *chat_ids],
+            )
+        return
     assignments, params = [], []
-    for name in fields:
-        field = Message._meta.get_field(name)
+    for field in columns:
         case = "CASE id " + " ".join(["WHEN %s THEN %s"] * len(messages)) + " END"
-        if cast:
-            case = f"CAST({case} AS {field.db_type(connection)})"
+        case = f"CAST({case} AS {field.db_type(connection)})"
         assignments.append(f"{_quote(field.column)} = {case}")
         for message in messages:
             value = getattr(message, field.attname)
             params += [message.pk, field.get_db_prep_save(value, connection)]
-    chat_ids = sorted({message.chat_id for message in messages})
     ids = [message.pk for message in messages]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -305,6 +331,40 @@ def update_messages(messages, fields: tuple[str, ...]) -> None:
             f" WHERE chat_id IN ({placeholders(chat_ids)}) AND id IN ({placeholders(ids)})",
             [*params, *chat_ids, *ids],
         )
+
+
+def insert_rows(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT `rows` (values of `columns`, ready for the database) into `model`'s table in
+    statements of at most 1,000 rows: `bulk_create` without the ORM's cost per object (a
+    model instance each, its fields prepared one by one)."""
+    if not rows:
+        return
+    table = _quote(model._meta.db_table)
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(map(_quote, columns))})"
+                f" VALUES {', '.join([row] * len(chunk))}",
+                [value for values in chunk for value in values],
+            )
+
+
+def delete_reactions(chat_ids: set[int], cleared: set[int], removed: set[tuple]) -> None:
+    """Delete in these chats the reactions of the `cleared` messages and the `removed`
+    (message id, user id, emoji) ones, each key matched exactly."""
+    if not chat_ids or not (cleared or removed):
+        return
+    chats = sorted(chat_ids)
+    where = [(f"message_id IN ({placeholders(cleared)})", sorted(cleared))] if cleared else []
+    where += _each_key(("message_id", "user_id", "emoji"), removed)
+    with connection.cursor() as cursor:
+        for clause, params in where:
+            cursor.execute(
+                f"DELETE FROM {REACTION} WHERE chat_id IN ({placeholders(chats)}) AND ({clause})",
+                [*chats, *params],
+            )
 
 
 def insert_messages(rows: list[tuple], now) -> list[int]:

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from messaging import protocol, selectors, services
 from messaging.errors import BadRequest, Forbidden, MessagingError, NotFound, NotMember, TooLarge
-from messaging.models import Chat, Membership, Message, ReadReceipt
+from messaging.models import Chat, Membership, Message, Reaction, ReadReceipt
 
 
 def in_threads(count: int, work) -> list:
@@ -640,6 +640,37 @@ def test_one_batch_of_changes_numbers_each_change_and_keeps_each_frame_as_it_was
     stored = Message.objects.framed(message.chat_id).get(pk=message.pk)
     assert stored.rev == 6
     assert protocol.message_data(stored)["reactions"] == seen[-1][2]
+
+
+def test_a_batch_removing_reactions_removes_exactly_those_and_keeps_every_other(
+    user, other_user, chat
+):
+    """Each removed (message, user, emoji) is matched as a whole: the batch's other messages,
+    users and emoji crossed with each other (which a match per column would also hit) stay."""
+    messages = [send(chat, user, f"m{n}") for n in range(2)]
+    people, emoji = [user, other_user], ["👍", "🎉"]
+    change = functools.partial(services.Change, chat_id=chat.pk)
+    everything = [(message, person, e) for message in messages for person in people for e in emoji]
+    services.apply_changes(
+        [
+            change(p, message_id=m.pk, action=services.Action.REACT, emoji=e)
+            for m, p, e in everything
+        ]
+    )
+    removed = [(messages[0], user, "👍"), (messages[1], other_user, "🎉")]
+
+    outcomes = services.apply_changes(
+        [change(p, message_id=m.pk, action=services.Action.UNREACT, emoji=e) for m, p, e in removed]
+    )
+
+    assert [o.changed for o in outcomes] == [True, True]
+    stored = set(Reaction.objects.values_list("message_id", "user_id", "emoji"))
+    assert stored == {(m.pk, p.pk, e) for m, p, e in everything if (m, p, e) not in removed}
+    kept = Message.objects.framed(chat.pk).get(pk=messages[0].pk)
+    assert protocol.message_data(kept)["reactions"] == [  # in order of first use still there
+        {"emoji": "🎉", "userIds": [str(user.pk), str(other_user.pk)]},
+        {"emoji": "👍", "userIds": [str(other_user.pk)]},
+    ]
 
 
 @pytest.mark.django_db(transaction=True)  # threads of its own write to the database
