@@ -1,5 +1,6 @@
 """The wire protocol (docs/protocol.md): incoming frames parsed into typed values, and the one builder of each outgoing frame."""
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,13 @@ def format_time(value: datetime | None) -> str | None:
     """ISO 8601 UTC with milliseconds and a Z, as every time on the wire."""
     if value is None:
         return None
+    return _format_time(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _format_time(value: datetime) -> str:
+    # Cached: a batch of messages (a writer's, a sync page's) shares a few instants, and
+    # strftime was the largest single cost of building a message's frame.
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
