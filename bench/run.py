@@ -1126,6 +1126,7 @@ def markdown(results: list[dict], reference: dict | None, args, ceiling: dict | 
         ("connections opened", ("connect", "connected"), 0),
         (f"connect time, {args.connect_users} connections (s)", ("connect", "connectS"), 2),
         ("connect: handshake p99 (ms)", ("connect", "handshakeP99Ms"), 1),
+        ("connect: servers' CPU per connection (ms)", ("connect", "serverCpuMsPerConnection"), 3),
         ("idle memory per connection (KB)", ("connect", "idleKBPerConnection"), 1),
         (f"steady {sr:g} msg/s: delivered/s", ("steady", "deliveredPerSec"), 0),
         ("steady: p50 latency (ms)", ("steady", "p50Ms"), 1),
