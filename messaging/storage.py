@@ -319,7 +319,8 @@ def update_messages(messages, fields: tuple[str, ...]) -> None:
     assignments, params = [], []
     for field in columns:
         case = "CASE id " + " ".join(["WHEN %s THEN %s"] * len(messages)) + " END"
-        case = f"CAST({case} AS {field.db_type(connection)})"
+        if connection.features.requires_casted_case_in_updates:  # PostgreSQL: typed CASE
+            case = f"CAST({case} AS {field.db_type(connection)})"
         assignments.append(f"{_quote(field.column)} = {case}")
         for message in messages:
             value = getattr(message, field.attname)
