@@ -1,5 +1,7 @@
 """Prometheus metrics of this process, served at /metrics."""
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 OPEN_SOCKETS = Gauge("biogram_open_sockets", "WebSocket connections open in this process.")
@@ -8,6 +10,15 @@ DISCONNECTS = Counter(
     "biogram_socket_disconnects_total", "Closed WebSocket connections, by close code.", ["code"]
 )
 FRAMES_IN = Counter("biogram_frames_in_total", "Frames received from clients, by type.", ["type"])
+
+
+@functools.cache
+def frames_in(frame_type: str):
+    """FRAMES_IN of one frame type ("invalid" or a type the protocol knows: a closed set),
+    looked up once instead of per frame (`labels()` validates its arguments every call)."""
+    return FRAMES_IN.labels(type=frame_type)
+
+
 ERRORS = Counter("biogram_errors_total", "Error frames sent, by code.", ["code"])
 MESSAGES_STORED = Counter("biogram_messages_stored_total", "Messages stored.")
 LAYER_SEND_FAILURES = Counter(

@@ -145,11 +145,11 @@ class SocketConsumer(AsyncConsumer):
         try:
             frame = protocol.parse_frame(text_data)
         except protocol.FrameError as error:
-            metrics.FRAMES_IN.labels(type="invalid").inc()
+            metrics.frames_in("invalid").inc()
             await self.in_order()
             self.send_error(error, error.ref)
             return
-        metrics.FRAMES_IN.labels(type=frame.type_name).inc()
+        metrics.frames_in(frame.type_name).inc()
         chat_id = getattr(frame, "chat_id", None)
         context = None if chat_id is None else biogram_logging.bind(chat_id=str(chat_id))
         log = logging.getLogger(type(self).__module__)
