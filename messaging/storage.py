@@ -305,7 +305,7 @@ def update_messages(messages, fields: tuple[str, ...]) -> None:
             params.append(message.pk)
             for field in columns:
                 params.append(field.get_db_prep_save(getattr(message, field.attname), connection))
-        row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+        row = f"(%s, {placeholders(columns)})"  # id, then the fields
         assignments = ", ".join(
             f"{_quote(field.column)} = v.column{index}" for index, field in enumerate(columns, 2)
         )
@@ -341,7 +341,7 @@ def insert_rows(model, columns: tuple[str, ...], rows: list[tuple]) -> None:
     if not rows:
         return
     table = _quote(model._meta.db_table)
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    row = f"({placeholders(columns)})"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
