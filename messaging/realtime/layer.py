@@ -47,7 +47,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
 from messaging import metrics
-from messaging.realtime.redis_bridge import RedisPublisher, RedisSubscriber, redis_client
+from messaging.realtime.redis_bridge import RedisPublisher, RedisSubscriber, redis_client, unpack
 from messaging.realtime.redis_cluster import Partitions, ShardedSubscriber, cluster_client
 from messaging.realtime.sequencer import Sequencer
 from messaging.realtime.wire import corked
@@ -315,21 +315,24 @@ class ChatChannelLayer(BaseChannelLayer):
                 self.bridge.subscriber.unsubscribe(f"g:{group}")
 
     def _receive_remote(self, data: bytes) -> None:
-        """A message from another process, through Redis."""
+        """A message from another process, through Redis: one envelope or several."""
         try:
-            envelope = orjson.loads(data)
+            envelopes = unpack(data)
         except orjson.JSONDecodeError:
             logger.warning("undecodable message on the bridge")
             return
-        if envelope.get("o") == self.process_id:
-            return  # our own publish: local members already have it
-        if "g" in envelope:
-            self._deliver_group(envelope["g"], envelope["m"])
-        elif "gs" in envelope:
-            for group in envelope["gs"]:
-                self._deliver_group(group, envelope["m"])
-        elif "c" in envelope:
-            self._deliver_quietly(envelope["c"], envelope["m"])
+        # Several envelopes (a burst's presence events): a socket's frames of them in one write.
+        with corked():
+            for envelope in envelopes:
+                if envelope.get("o") == self.process_id:
+                    continue  # our own publish: local members already have it
+                if "g" in envelope:
+                    self._deliver_group(envelope["g"], envelope["m"])
+                elif "gs" in envelope:
+                    for group in envelope["gs"]:
+                        self._deliver_group(group, envelope["m"])
+                elif "c" in envelope:
+                    self._deliver_quietly(envelope["c"], envelope["m"])
 
     # ------------------------------------------------------------ loop and bridge
 

@@ -110,6 +110,7 @@ class RedisPresence:
         self.client = None
         self.heart: asyncio.Task | None = None
         self.live_cache: tuple[float, set[str]] | None = None
+        self.live_read: asyncio.Future | None = None  # the read of live_cache under way
         self.claims = LoopBatch(self._claim_many, name="presence-claims")
         # A burst of connections reads who is online together and resumes together: the
         # `connect` frames and presence frames that follow go out in one write per socket.
@@ -119,7 +120,7 @@ class RedisPresence:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:
             self.loop = loop
-            self.live_cache = None
+            self.live_cache = self.live_read = None
             self.client = shared_client()
             self.heart = process_task(loop, self._beat(), name="presence-heartbeat")
         return self.client
@@ -135,10 +136,19 @@ class RedisPresence:
         return f"{self.prefix}:alive"
 
     async def _live_processes(self, client) -> set[str]:
+        """The processes beating now, read at most once a second; callers that find the cache
+        stale meanwhile share one read (a burst of handshakes sent one each, every second)."""
+        cached = self.live_cache
+        if cached is not None and time.monotonic() - cached[0] <= 1.0:
+            return cached[1]
+        if self.live_read is None or self.live_read.done():
+            self.live_read = asyncio.ensure_future(self._read_live_processes(client))
+        return await asyncio.shield(self.live_read)
+
+    async def _read_live_processes(self, client) -> set[str]:
         now = time.monotonic()
-        if self.live_cache is None or now - self.live_cache[0] > 1.0:
-            members = await client.zrangebyscore(self._alive, time.time() - DEAD_AFTER, "+inf")
-            self.live_cache = (now, {m.decode() for m in members} | {process_id})
+        members = await client.zrangebyscore(self._alive, time.time() - DEAD_AFTER, "+inf")
+        self.live_cache = (now, {m.decode() for m in members} | {process_id})
         return self.live_cache[1]
 
     async def claim(self, user_id: str) -> tuple[bool, int]:
@@ -261,8 +271,7 @@ class RedisPresence:
                     pipe.hdel(self._user(user_id), pid)
                     pipe.hgetall(self._user(user_id))
                 results = await pipe.execute()
-            self.live_cache = None
-            live = await self._live_processes(client)
+            live = await self._read_live_processes(client)  # now: a read under way may be older
             gone = [
                 user_id
                 for user_id, held in zip(users, results[1::2], strict=True)

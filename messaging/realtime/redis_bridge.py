@@ -146,7 +146,7 @@ class RedisPublisher:
                 try:
                     async with self.client.pipeline(transaction=False) as pipe:
                         publish = pipe.spublish if self.sharded else pipe.publish
-                        for key, data in batch:
+                        for key, data in _runs(batch):
                             publish(key, data)
                         await pipe.execute()
                 except Exception as exc:
@@ -174,6 +174,28 @@ class RedisPublisher:
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
+
+
+def _runs(batch: list[tuple[str, bytes]]):
+    """The batch's publishes with each run of payloads for the same channel in a row joined into
+    one message, a JSON array of them (`unpack`): a burst of handshakes publishes a presence
+    event per socket on the same channel, and every process read each one alone. Only runs in a
+    row are joined, so that nothing is delivered in another order than it was published."""
+    key, datas = None, []
+    for name, data in batch:
+        if name != key and datas:
+            yield key, datas[0] if len(datas) == 1 else b"[" + b",".join(datas) + b"]"
+            datas = []
+        key = name
+        datas.append(data)
+    if datas:
+        yield key, datas[0] if len(datas) == 1 else b"[" + b",".join(datas) + b"]"
+
+
+def unpack(data: bytes) -> list:
+    """The payloads of a message `RedisPublisher` published: one object, or an array of them."""
+    decoded = orjson.loads(data)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 class RedisSubscriber:

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from conftest import PASSWORD, db_call, make_user, token_for
 from messaging import services
 from messaging.models import Message
+from messaging.realtime.redis_bridge import unpack
 from messaging.tests.cluster import (
     BASE_DIR,
     CLUSTER_TEST,
@@ -216,9 +217,9 @@ async def test_a_users_presence_reaches_co_members_on_both_processes_in_one_redi
     carols_presence = {"type": "connect", "data": {"userId": str(third_user.pk)}}
     published = []
     while (message := await heard.get_message(timeout=0.5)) is not None:
-        envelope = orjson.loads(message["data"])
-        if "text" in envelope["m"] and orjson.loads(envelope["m"]["text"]) == carols_presence:
-            published.append(envelope)
+        for envelope in unpack(message["data"]):
+            if "text" in envelope["m"] and orjson.loads(envelope["m"]["text"]) == carols_presence:
+                published.append(envelope)
     await heard.aclose()
     await listener.aclose()
 

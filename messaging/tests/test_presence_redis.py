@@ -93,3 +93,27 @@ async def test_a_burst_of_sockets_is_claimed_and_looked_up_in_a_few_pipelines():
     lasts = await asyncio.gather(*(presence.disconnected(user) for user in users))
     assert lasts == [True] * len(users)
     assert await presence.online_among(users) == []
+
+
+async def test_a_burst_that_finds_the_live_processes_stale_reads_them_once(monkeypatch):
+    shared = presence._redis
+    await other_process_holds("900301", "live-peer-4", time.time())
+    reads = []
+    read = shared._read_live_processes
+
+    async def counted(client):
+        reads.append(client)
+        return await read(client)
+
+    monkeypatch.setattr(shared, "_read_live_processes", counted)
+    shared.live_cache = None
+    users = list(range(900310, 900350))
+
+    firsts = await asyncio.gather(*(presence.connected(user) for user in users))
+    onlines = await asyncio.gather(*(presence.online_among([900301, 900302]) for _ in users))
+
+    assert firsts == [True] * len(users)
+    assert onlines == [["900301"]] * len(users)
+    # 40 handshakes found the list stale together: one ZRANGEBYSCORE, not one each.
+    assert len(reads) == 1
+    assert all(await asyncio.gather(*(presence.disconnected(user) for user in users)))
