@@ -176,20 +176,31 @@ class RedisPublisher:
                 await self.task
 
 
+# A run joined into one message stops at this many payloads or bytes: a backlog (Redis was
+# away) must not become one message past what a subscriber's output buffer takes.
+RUN_PAYLOADS = 256
+RUN_BYTES = 256 * 1024
+
+
 def _runs(batch: list[tuple[str, bytes]]):
     """The batch's publishes with each run of payloads for the same channel in a row joined into
     one message, a JSON array of them (`unpack`): a burst of handshakes publishes a presence
     event per socket on the same channel, and every process read each one alone. Only runs in a
     row are joined, so that nothing is delivered in another order than it was published."""
-    key, datas = None, []
+    key, run, size = None, [], 0
     for name, data in batch:
-        if name != key and datas:
-            yield key, datas[0] if len(datas) == 1 else b"[" + b",".join(datas) + b"]"
-            datas = []
+        if run and (name != key or len(run) == RUN_PAYLOADS or size + len(data) > RUN_BYTES):
+            yield key, _joined(run)
+            run, size = [], 0
         key = name
-        datas.append(data)
-    if datas:
-        yield key, datas[0] if len(datas) == 1 else b"[" + b",".join(datas) + b"]"
+        run.append(data)
+        size += len(data)
+    if run:
+        yield key, _joined(run)
+
+
+def _joined(run: list[bytes]) -> bytes:
+    return run[0] if len(run) == 1 else b"[" + b",".join(run) + b"]"
 
 
 def unpack(data: bytes) -> list:
