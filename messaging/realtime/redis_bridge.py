@@ -146,7 +146,7 @@ class RedisPublisher:
                 try:
                     async with self.client.pipeline(transaction=False) as pipe:
                         publish = pipe.spublish if self.sharded else pipe.publish
-                        for key, data in _runs(batch):
+                        for key, data in _runs(batch, self.origin):
                             publish(key, data)
                         await pipe.execute()
                 except Exception as exc:
@@ -182,31 +182,35 @@ RUN_PAYLOADS = 256
 RUN_BYTES = 256 * 1024
 
 
-def _runs(batch: list[tuple[str, bytes]]):
+def _runs(batch: list[tuple[str, bytes]], origin: str):
     """The batch's publishes with each run of payloads for the same channel in a row joined into
-    one message, a JSON array of them (`unpack`): a burst of handshakes publishes a presence
-    event per socket on the same channel, and every process read each one alone. Only runs in a
-    row are joined, so that nothing is delivered in another order than it was published."""
+    one message (`unpack`): a burst of handshakes publishes a presence event per socket on the
+    same channel, and every process read each one alone. Only runs in a row are joined, so that
+    nothing is delivered in another order than it was published.
+
+    A joined message is an object `{"o": origin, "b": [payload, …]}`: a process of an earlier
+    release reads it as an envelope of no group and ignores it (docs/deployment.md, Redis)."""
+    head = b'{"o":' + orjson.dumps(origin) + b',"b":['
     key, run, size = None, [], 0
     for name, data in batch:
         if run and (name != key or len(run) == RUN_PAYLOADS or size + len(data) > RUN_BYTES):
-            yield key, _joined(run)
+            yield key, _joined(head, run)
             run, size = [], 0
         key = name
         run.append(data)
         size += len(data)
     if run:
-        yield key, _joined(run)
+        yield key, _joined(head, run)
 
 
-def _joined(run: list[bytes]) -> bytes:
-    return run[0] if len(run) == 1 else b"[" + b",".join(run) + b"]"
+def _joined(head: bytes, run: list[bytes]) -> bytes:
+    return run[0] if len(run) == 1 else head + b",".join(run) + b"]}"
 
 
-def unpack(data: bytes) -> list:
-    """The payloads of a message `RedisPublisher` published: one object, or an array of them."""
+def unpack(data: bytes) -> list[dict]:
+    """The payloads of a message `RedisPublisher` published: one, or a joined run of them."""
     decoded = orjson.loads(data)
-    return decoded if isinstance(decoded, list) else [decoded]
+    return decoded.get("b", [decoded])
 
 
 class RedisSubscriber:

@@ -55,8 +55,11 @@ async def test_a_run_of_publishes_on_one_channel_is_one_message_and_nothing_chan
     # Three runs in a row on a channel: three messages, every payload in the order sent.
     assert [channel for channel, _ in messages] == ["e:all", "g:chat.7", "e:all"]
     assert payloads(messages) == [(name, {"o": "here", "n": n}) for name, n in sent]
-    # A payload alone goes as it is, not in an array.
-    assert isinstance(orjson.loads(messages[1][1]), dict)
+    # A payload alone goes as it is. A joined run names no group, so that a process of an
+    # earlier release (which reads `g`, `gs` or `c`) ignores it rather than failing on it.
+    assert orjson.loads(messages[1][1]) == {"o": "here", "n": 4}
+    joined = orjson.loads(messages[0][1])
+    assert joined.keys() == {"o", "b"} and joined["o"] == "here"
 
 
 async def test_a_long_run_is_split_into_messages_of_at_most_run_payloads():
