@@ -42,7 +42,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import orjson
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
@@ -315,24 +314,33 @@ class ChatChannelLayer(BaseChannelLayer):
                 self.bridge.subscriber.unsubscribe(f"g:{group}")
 
     def _receive_remote(self, data: bytes) -> None:
-        """A message from another process, through Redis: one envelope or several."""
+        """A message from another process, through Redis: one envelope or several. What cannot
+        be read is logged and skipped: raised, it would cost the subscriber its connection,
+        and the messages in flight behind it."""
         try:
             envelopes = unpack(data)
-        except orjson.JSONDecodeError:
+        except ValueError:
             logger.warning("undecodable message on the bridge")
             return
         # Several envelopes (a burst's presence events): a socket's frames of them in one write.
         with corked():
             for envelope in envelopes:
-                if envelope.get("o") == self.process_id:
-                    continue  # our own publish: local members already have it
-                if "g" in envelope:
-                    self._deliver_group(envelope["g"], envelope["m"])
-                elif "gs" in envelope:
-                    for group in envelope["gs"]:
-                        self._deliver_group(group, envelope["m"])
-                elif "c" in envelope:
-                    self._deliver_quietly(envelope["c"], envelope["m"])
+                try:
+                    self._receive_envelope(envelope)
+                except Exception:
+                    metrics.LAYER_SEND_FAILURES.inc()
+                    logger.exception("an envelope from the bridge could not be delivered")
+
+    def _receive_envelope(self, envelope: dict) -> None:
+        if envelope.get("o") == self.process_id:
+            return  # our own publish: local members already have it
+        if "g" in envelope:
+            self._deliver_group(envelope["g"], envelope["m"])
+        elif "gs" in envelope:
+            for group in envelope["gs"]:
+                self._deliver_group(group, envelope["m"])
+        elif "c" in envelope:
+            self._deliver_quietly(envelope["c"], envelope["m"])
 
     # ------------------------------------------------------------ loop and bridge
 

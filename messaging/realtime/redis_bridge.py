@@ -207,10 +207,16 @@ def _joined(head: bytes, run: list[bytes]) -> bytes:
     return run[0] if len(run) == 1 else head + b",".join(run) + b"]}"
 
 
-def unpack(data: bytes) -> list[dict]:
-    """The payloads of a message `RedisPublisher` published: one, or a joined run of them."""
+def unpack(data: bytes) -> list:
+    """The payloads of a message `RedisPublisher` published: one, or a joined run of them.
+    Raises ValueError for what no publisher of ours sends (not JSON, not an object)."""
     decoded = orjson.loads(data)
-    return decoded.get("b", [decoded])
+    if not isinstance(decoded, dict):
+        raise ValueError("not an envelope")
+    payloads = decoded.get("b", [decoded])
+    if not isinstance(payloads, list):
+        raise ValueError("not a joined run")
+    return payloads
 
 
 class RedisSubscriber:
