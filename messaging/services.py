@@ -418,18 +418,12 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dic
         per_chat.setdefault(batch[index].chat_id, []).append(index)
     now = timezone.now()
     rows, order = [], []
-    last = storage.allocate_seqs({c: len(i) for c, i in per_chat.items()}, now)
     for chat_id in sorted(per_chat):
-        indexes = per_chat[chat_id]
-        last_seq, last_rev = last[chat_id]
-        first_seq, first_rev = last_seq - len(indexes) + 1, last_rev - len(indexes) + 1
-        for offset, index in enumerate(indexes):
+        for index in per_chat[chat_id]:
             request = batch[index]
             rows.append(
                 (
                     chat_id,
-                    first_seq + offset,
-                    first_rev + offset,
                     request.sender.pk,
                     request.text,
                     request.client_message_id,
@@ -437,9 +431,9 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dic
                 )
             )
             order.append(index)
-    ids = storage.insert_messages(rows, now)
-    for index, row, message_id in zip(order, rows, ids, strict=True):
-        chat_id, seq, rev, sender_id, text, client_message_id, reply_to = row
+    stored = storage.insert_new_messages(rows, now)
+    for index, row, (seq, rev, message_id) in zip(order, rows, stored, strict=True):
+        chat_id, sender_id, text, client_message_id, reply_to = row
         message = storage.message_instance(
             id=message_id,
             chat_id=chat_id,

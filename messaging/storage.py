@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import orjson
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -214,10 +214,86 @@ def lock_chats(chat_ids) -> Pending:
     return pending
 
 
+def insert_new_messages(rows: list[tuple], now) -> list[tuple[int, int, int]]:
+    """Store new messages: (chat id, sender id, text, client id, reply-to id) rows created at
+    `now`, grouped by chat in the order of their seqs (a chat's rows in a row, as they are to be
+    numbered). Each chat's `last_seq` and `last_rev` grow by its number of rows (a new message
+    is a change of the chat's log too) and the rows take the numbers in between; the (seq, rev,
+    id) of each row, in the order of `rows`. Inside the storing transaction, after `lock_chats`.
+
+    PostgreSQL does it in one statement (the chats' update a data-modifying `WITH` the insert
+    reads): one round trip fewer while the chats' locks are held, for which the other
+    process's writer waits when both write into the same chats (docs/benchmarks.md,
+    2026-12-05). An `IntegrityError` if a chat is no longer there."""
+    if not rows:
+        return []
+    counts: dict[int, int] = {}
+    offsets = []
+    for row in rows:
+        offsets.append(counts.get(row[0], 0))
+        counts[row[0]] = offsets[-1] + 1
+    if connection.vendor == "postgresql":
+        stored = _insert_numbered(rows, offsets, now)
+    else:
+        last = allocate_seqs(counts, now)
+        if len(last) != len(counts):
+            raise IntegrityError("A chat of these messages is no longer there.")
+        numbered = [
+            (
+                chat_id,
+                last[chat_id][0] - counts[chat_id] + 1 + offset,
+                last[chat_id][1] - counts[chat_id] + 1 + offset,
+                *rest,
+            )
+            for (chat_id, *rest), offset in zip(rows, offsets, strict=True)
+        ]
+        stored = [
+            (row[1], row[2], message_id)
+            for row, message_id in zip(numbered, _insert_sqlite(numbered, now), strict=True)
+        ]
+    if len(stored) != len(rows):
+        raise IntegrityError("A chat of these messages is no longer there.")
+    return stored
+
+
+def _insert_numbered(rows: list[tuple], offsets: list[int], now) -> list[tuple[int, int, int]]:
+    """PostgreSQL: number and insert `rows` in one statement (`insert_new_messages`)."""
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    sql = (
+        "WITH r AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
+        " %s::text[], %s::bigint[]) AS r(chat_id, place, sender_id, text, client_message_id,"
+        " reply_to_id)),"
+        " c AS (SELECT chat_id, count(*) AS n FROM r GROUP BY chat_id),"
+        f" u AS (UPDATE {CHAT} SET last_seq = last_seq + c.n, last_rev = last_rev + c.n,"
+        " last_message_at = %s FROM c WHERE id = c.chat_id"
+        f" RETURNING id, {CHAT}.last_seq - c.n AS seq, {CHAT}.last_rev - c.n AS rev)"
+        f" INSERT INTO {MESSAGE} (chat_id, seq, rev, sender_id, text, client_message_id,"
+        " reply_to_id, created_at, deleted_by_author)"
+        " SELECT r.chat_id, u.seq + r.place + 1, u.rev + r.place + 1, r.sender_id, r.text,"
+        " r.client_message_id, r.reply_to_id, %s::timestamptz, false FROM r JOIN u ON u.id = r.chat_id"
+        " RETURNING chat_id, seq, rev, id"
+    )
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    params = [arrays[0], offsets, *arrays[1:], stamp, stamp]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = sorted(cursor.fetchall())
+    # A chat's rows come in the order of their places, which `sorted` by (chat, seq) keeps;
+    # `rows` are grouped by chat, in any order of chats.
+    by_chat: dict[int, list] = {}
+    for chat_id, seq, rev, message_id in found:
+        by_chat.setdefault(chat_id, []).append((seq, rev, message_id))
+    stored = []
+    for chat_id, offset in zip(arrays[0], offsets, strict=True):
+        numbers = by_chat.get(chat_id, ())
+        if offset < len(numbers):
+            stored.append(numbers[offset])
+    return stored
+
+
 def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
-    """Add `counts[chat]` to each chat's `last_seq` and `last_rev` (a new message is a change
-    of the chat's log too); the new (last seq, last rev). Inside a transaction, after
-    `lock_chats`."""
+    """Add `counts[chat]` to each chat's `last_seq` and `last_rev`; the new (last seq, last
+    rev). SQLite's half of `insert_new_messages`."""
     chat_ids = sorted(counts)
     cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
     params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
@@ -368,50 +444,31 @@ def delete_reactions(chat_ids: set[int], cleared: set[int], removed: set[tuple])
             )
 
 
-def insert_messages(rows: list[tuple], now) -> list[int]:
-    """Insert (chat id, seq, rev, sender id, text, client id, reply-to id) rows created at
-    `now`; their ids, in the order of `rows` (matched by (chat, seq), which is unique).
+def _insert_sqlite(rows: list[tuple], now) -> list[int]:
+    """SQLite: insert (chat id, seq, rev, sender id, text, client id, reply-to id) rows created
+    at `now`; their ids, in the order of `rows` (matched by (chat, seq), which is unique).
 
-    PostgreSQL takes one array per column (`unnest`): the statement's text is the same
-    whatever the batch size, so psycopg converts it once instead of splitting a query of
-    thousands of placeholders for every batch (most of the writer thread's Python on
-    PostgreSQL + Redis). SQLite takes the rows as one JSON array, for the same reason."""
-    if not rows:
-        return []
-    stamp = connection.ops.adapt_datetimefield_value(now)
+    The rows go as one JSON array (orjson, in C), read back by `json_each`: the same short
+    statement for every batch, where a `VALUES` list had nine placeholders per message for
+    Django to rewrite (`%s` to `?`, a regular expression over the whole text) and sqlite3 to
+    bind one by one. Inside the storing transaction, which holds SQLite's write lock: the rows
+    with an id above the highest before the insert are this insert's (ids only grow,
+    AUTOINCREMENT), read as one row (`fetch_all`) rather than one `RETURNING` row at a time."""
     columns = "chat_id, seq, rev, sender_id, text, client_message_id, reply_to_id"
-    if connection.vendor == "postgresql":
-        arrays = [list(column) for column in zip(*rows, strict=True)]
-        source = (
-            "SELECT *, %s::timestamptz, false FROM unnest(%s::bigint[], %s::bigint[],"
-            " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[])"
-        )
-        params = [stamp, *arrays]
-    else:
-        # One JSON array of the rows (orjson, in C), read back by `json_each`: the same short
-        # statement for every batch, where a `VALUES` list had nine placeholders per message
-        # for Django to rewrite (`%s` to `?`, a regular expression over the whole text) and
-        # sqlite3 to bind one by one.
-        values = ", ".join(f"json_extract(value, '$[{index}]')" for index in range(7))
-        source = f"SELECT {values}, %s, 0 FROM json_each(%s)"
-        params = [stamp, orjson.dumps(rows).decode()]
-    insert = f"INSERT INTO {MESSAGE} ({columns}, created_at, deleted_by_author) {source}"
+    values = ", ".join(f"json_extract(value, '$[{index}]')" for index in range(7))
+    insert = (
+        f"INSERT INTO {MESSAGE} ({columns}, created_at, deleted_by_author)"
+        f" SELECT {values}, %s, 0 FROM json_each(%s)"
+    )
+    params = [connection.ops.adapt_datetimefield_value(now), orjson.dumps(rows).decode()]
     with connection.cursor() as cursor:
-        if connection.vendor == "sqlite" and connection.in_atomic_block:
-            # Inside the storing transaction, which holds SQLite's write lock: the rows with
-            # an id above the highest before the insert are this insert's (ids only grow,
-            # AUTOINCREMENT), read as one row (`fetch_all`) rather than one `RETURNING` row
-            # at a time.
-            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {MESSAGE}")
-            (before,) = cursor.fetchone()
-            cursor.execute(insert, params)
-            found = fetch_all(
-                cursor, f"SELECT chat_id, seq, id FROM {MESSAGE} WHERE id > %s", [before], 3
-            )
-        else:
-            cursor.execute(f"{insert} RETURNING chat_id, seq, id", params)
-            found = cursor.fetchall()
-        ids = {(chat_id, seq): message_id for chat_id, seq, message_id in found}
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {MESSAGE}")
+        (before,) = cursor.fetchone()
+        cursor.execute(insert, params)
+        found = fetch_all(
+            cursor, f"SELECT chat_id, seq, id FROM {MESSAGE} WHERE id > %s", [before], 3
+        )
+    ids = {(chat_id, seq): message_id for chat_id, seq, message_id in found}
     return [ids[row[0], row[1]] for row in rows]
 
 

@@ -332,8 +332,9 @@ def statements_of(work) -> list[str]:
 def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
     user, other_user, chat, group_chat
 ):
-    """The hot path: one transaction of (lock,) two lookups, one UPDATE and one INSERT, and on
-    SQLite three reads of what they changed.
+    """The hot path: one transaction of (lock,) two lookups, one UPDATE and one INSERT (on
+    PostgreSQL one statement, so that the chats' locks are held over one round trip fewer),
+    and on SQLite three reads of what they changed.
 
     Before the chat log the same batch ran as many statements: 6 on SQLite, 7 on
     PostgreSQL (which locks the chat rows first). The UPDATE now also moves `last_rev`;
@@ -373,8 +374,7 @@ def test_a_batch_of_new_messages_costs_the_same_statements_whatever_its_size(
             "SELECT",  # the chat rows, locked in id order
             "SELECT",  # memberships, mutes and bans
             "SELECT",  # clientMessageIds already stored
-            "UPDATE",  # seqs and revs (RETURNING)
-            "INSERT",  # (RETURNING the ids)
+            "WITH",  # seqs and revs taken and the messages inserted, in one statement
             "COMMIT",
         ]
 
@@ -445,6 +445,53 @@ def test_a_batch_stores_every_text_exactly_and_gives_each_message_its_own_id(use
     assert sorted(m.seq for m, _ in results) == list(range(1, len(texts) + 1))
 
 
+def test_one_batch_across_chats_numbers_each_chat_in_the_order_sent(
+    user, other_user, chat, group_chat
+):
+    """A batch of interleaved chats is numbered and inserted in one statement on PostgreSQL:
+    each message gets the next seq and rev of its own chat, in the order it was sent, and the
+    answer for each request is the row stored for it."""
+    send(group_chat, user, "before")  # the group chat starts at seq 2, the direct chat at 1
+    react = services.Change(
+        other_user,
+        group_chat.pk,
+        send(group_chat, user, "b2").pk,
+        services.Action.REACT,
+        emoji="👍",
+    )
+    services.apply_changes([react])  # the group chat's rev is now ahead of its seq
+    targets = [chat, group_chat, group_chat, chat, group_chat, chat, chat]
+    batch = [
+        services.Outgoing(sender, target.pk, f"{n}", f"mixed-{n}")
+        for n, (sender, target) in enumerate(zip([user, other_user] * 4, targets, strict=False))
+    ]
+
+    results = services.store_messages(batch)
+
+    assert [(m.chat_id, m.seq) for m, _ in results] == [
+        (chat.pk, 1),
+        (group_chat.pk, 3),
+        (group_chat.pk, 4),
+        (chat.pk, 2),
+        (group_chat.pk, 5),
+        (chat.pk, 3),
+        (chat.pk, 4),
+    ]
+    assert [m.rev for m, _ in results if m.chat_id == group_chat.pk] == [4, 5, 6]
+    for (message, created), request in zip(results, batch, strict=True):
+        stored = Message.objects.get(pk=message.pk)
+        assert created and stored.text == request.text
+        assert (stored.chat_id, stored.seq, stored.rev) == (
+            message.chat_id,
+            message.seq,
+            message.rev,
+        )
+    for target in (chat, group_chat):
+        target.refresh_from_db()
+    assert (chat.last_seq, chat.last_rev) == (4, 4)
+    assert (group_chat.last_seq, group_chat.last_rev) == (5, 6)
+
+
 def round_trips(work, tmp_path) -> list[list[str]]:
     """The statements `work` sends to PostgreSQL, grouped by round trip (read off libpq's own
     trace of the wire protocol: a round trip is a run of frontend messages before the answers)."""
@@ -501,7 +548,8 @@ def test_a_batch_reads_who_may_write_in_one_round_trip_after_the_lock(
         lambda: services.store_messages([services.Outgoing(user, chat.pk, "new", "cid-new")]),
         tmp_path,
     )
-    assert trips == [["BEGIN"], ["SELECT", "SELECT", "SELECT"], ["UPDATE"], ["INSERT"], ["COMMIT"]]
+    # Numbered and inserted in one statement: the chats' locks held over one round trip fewer.
+    assert trips == [["BEGIN"], ["SELECT", "SELECT", "SELECT"], ["WITH"], ["COMMIT"]]
 
     # A batch of changes: the chats locked and the memberships read in one round trip too.
     message = first[0][0]
