@@ -257,7 +257,12 @@ def insert_new_messages(rows: list[tuple], now) -> list[tuple[int, int, int]]:
 
 
 def _insert_numbered(rows: list[tuple], offsets: list[int], now) -> list[tuple[int, int, int]]:
-    """PostgreSQL: number and insert `rows` in one statement (`insert_new_messages`)."""
+    """PostgreSQL: number and insert `rows` in one statement (`insert_new_messages`).
+
+    One array per column (`unnest`): the statement's text is the same whatever the batch
+    size, so psycopg converts it once instead of splitting a query of thousands of
+    placeholders for every batch (most of the writer thread's Python on PostgreSQL + Redis).
+    `place` is a row's place among its chat's rows of the batch."""
     arrays = [list(column) for column in zip(*rows, strict=True)]
     sql = (
         "WITH r AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
