@@ -451,30 +451,30 @@ def delete_reactions(chat_ids: set[int], cleared: set[int], removed: set[tuple])
 
 def _insert_sqlite(rows: list[tuple], now) -> list[int]:
     """SQLite: insert (chat id, seq, rev, sender id, text, client id, reply-to id) rows created
-    at `now`; their ids, in the order of `rows` (matched by (chat, seq), which is unique).
+    at `now`; their ids, in the order of `rows`.
 
     The rows go as one JSON array (orjson, in C), read back by `json_each`: the same short
     statement for every batch, where a `VALUES` list had nine placeholders per message for
     Django to rewrite (`%s` to `?`, a regular expression over the whole text) and sqlite3 to
-    bind one by one. Inside the storing transaction, which holds SQLite's write lock: the rows
-    with an id above the highest before the insert are this insert's (ids only grow,
-    AUTOINCREMENT), read as one row (`fetch_all`) rather than one `RETURNING` row at a time."""
+    bind one by one. The ids need no read: inside the storing transaction, which holds
+    SQLite's write lock from its BEGIN (IMMEDIATE), one INSERT gives its rows consecutive ids
+    (AUTOINCREMENT: each the highest yet plus one), in the order of the SELECT, and
+    `lastrowid` is the last. Every statement is one wait for the GIL in the writer thread
+    (sqlite3 releases it around each call into SQLite): the two reads this took before (the
+    highest id, then the rows above it) were two of nine per batch."""
     columns = "chat_id, seq, rev, sender_id, text, client_message_id, reply_to_id"
     values = ", ".join(f"json_extract(value, '$[{index}]')" for index in range(7))
     insert = (
         f"INSERT INTO {MESSAGE} ({columns}, created_at, deleted_by_author)"
-        f" SELECT {values}, %s, 0 FROM json_each(%s)"
+        f" SELECT {values}, %s, 0 FROM json_each(%s) ORDER BY key"
     )
     params = [connection.ops.adapt_datetimefield_value(now), orjson.dumps(rows).decode()]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {MESSAGE}")
-        (before,) = cursor.fetchone()
         cursor.execute(insert, params)
-        found = fetch_all(
-            cursor, f"SELECT chat_id, seq, id FROM {MESSAGE} WHERE id > %s", [before], 3
-        )
-    ids = {(chat_id, seq): message_id for chat_id, seq, message_id in found}
-    return [ids[row[0], row[1]] for row in rows]
+        last, inserted = cursor.lastrowid, cursor.rowcount
+    if inserted != len(rows):
+        raise IntegrityError(f"{inserted} of {len(rows)} messages inserted.")
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 @contextlib.contextmanager
