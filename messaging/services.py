@@ -335,9 +335,9 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     results: list = [None] * len(batch)
     try:
         with transaction.atomic():
-            fresh, replied = _admit(batch, results)
+            fresh, replied, locked = _admit(batch, results)
             if fresh:
-                _insert(batch, fresh, results, replied)
+                _insert(batch, fresh, results, replied, locked)
     except (IntegrityError, DataError):
         if not retry_singly:
             raise
@@ -351,10 +351,11 @@ def store_messages(batch: list[Outgoing], *, retry_singly: bool = True) -> list:
     return results
 
 
-def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
-    """Decide each request (inside the storing transaction): the indexes to store, and what the
-    replies among them answer; the others' results are set (a refusal, a stored retry, or the
-    index of the same retry in this batch)."""
+def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict, dict]:
+    """Decide each request (inside the storing transaction): the indexes to store, what the
+    replies among them answer, and the chats' (last seq, last rev) as locked; the others'
+    results are set (a refusal, a stored retry, or the index of the same retry in this
+    batch)."""
     chat_ids = {r.chat_id for r in batch if r.chat_id is not None}
     # One round trip on PostgreSQL: the chats locked first, then what is read under the lock.
     with storage.together():
@@ -373,7 +374,7 @@ def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
         replied = storage.reply_targets(
             {(r.chat_id, r.reply_to) for r in batch if r.reply_to and r.chat_id is not None}
         )
-    locked.result()
+    locked = locked.result()
     standing, stored, replied = standing.result(), stored.result(), replied.result()
     fresh: list[int] = []
     claimed: dict[tuple, int] = {}
@@ -398,7 +399,7 @@ def _admit(batch: list[Outgoing], results: list) -> tuple[list[int], dict]:
             if request.client_message_id is not None:
                 claimed[key] = index
             fresh.append(index)
-    return fresh, replied
+    return fresh, replied, locked
 
 
 def _store_one(request: Outgoing):
@@ -412,7 +413,9 @@ def _store_one(request: Outgoing):
     return NotMember()  # still refused: the chat went away under the message
 
 
-def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dict) -> None:
+def _insert(
+    batch: list[Outgoing], fresh: list[int], results: list, replied: dict, locked: dict
+) -> None:
     per_chat: dict[int, list[int]] = {}
     for index in fresh:
         per_chat.setdefault(batch[index].chat_id, []).append(index)
@@ -431,7 +434,7 @@ def _insert(batch: list[Outgoing], fresh: list[int], results: list, replied: dic
                 )
             )
             order.append(index)
-    stored = storage.insert_new_messages(rows, now)
+    stored = storage.insert_new_messages(rows, now, locked)
     for index, row, (seq, rev, message_id) in zip(order, rows, stored, strict=True):
         chat_id, sender_id, text, client_message_id, reply_to = row
         message = storage.message_instance(

@@ -8,6 +8,7 @@ and PostgreSQL both run; everything else stays in the ORM.
 """
 
 import contextlib
+import threading
 from typing import NamedTuple
 
 import orjson
@@ -42,11 +43,18 @@ def fetch_all(cursor, sql: str, params, width: int) -> list[tuple]:
     if connection.vendor != "sqlite":
         cursor.execute(sql, params)
         return cursor.fetchall()
-    names = ", ".join(f"c{i}" for i in range(width))
-    cursor.execute(
-        f"WITH t({names}) AS ({sql}) SELECT json_group_array(json_array({names})) FROM t", params
-    )
+    cursor.execute(_as_json(sql, width), params)
     (rows,) = cursor.fetchone()
+    return _json_rows(rows)
+
+
+def _as_json(sql: str, width: int) -> str:
+    """SQLite: the rows of `sql` (a SELECT of `width` columns) as one JSON array."""
+    names = ", ".join(f"c{i}" for i in range(width))
+    return f"WITH t({names}) AS ({sql}) SELECT json_group_array(json_array({names})) FROM t"
+
+
+def _json_rows(rows: str) -> list[tuple]:
     return [tuple(row) for row in orjson.loads(rows)]
 
 
@@ -89,8 +97,8 @@ def _each_key(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, lis
 
 class Pending:
     """Statements sent whose rows are read later, by `result()`: inside `together()` the
-    statements of several reads go to PostgreSQL in one round trip, and their rows are there
-    once the block ends."""
+    statements of several reads go to the database at once, and their rows are there once
+    the block ends."""
 
     __slots__ = ("cursors", "finish", "rows")
 
@@ -102,6 +110,10 @@ class Pending:
     def execute(self, sql: str, params: list, width: int) -> None:
         """Run a SELECT of `width` columns (its rows are read by `result()`)."""
         if connection.vendor == "sqlite":
+            reads = getattr(_together, "reads", None)
+            if reads is not None:
+                reads.append((self, sql, params, width))
+                return
             with connection.cursor() as cursor:
                 self.rows += fetch_all(cursor, sql, params, width)
             return
@@ -118,18 +130,47 @@ class Pending:
         return self.finish(rows)
 
 
+_together = threading.local()  # SQLite: the reads of this thread's `together` block
+
+
 @contextlib.contextmanager
 def together():
-    """Reads started inside (the functions returning `Pending`) go to PostgreSQL as one pipeline
-    (psycopg's pipeline mode): one round trip, and one wait for the GIL after it in a writer
-    thread, instead of one each. Their `result()`s are read after the block. SQLite runs each
-    statement where it is started."""
-    if connection.vendor != "postgresql":
+    """Reads started inside (the functions returning `Pending`) go to the database at once;
+    their `result()`s are read after the block, in which nothing waits for their rows.
+
+    PostgreSQL: one pipeline (psycopg's pipeline mode), one round trip, and one wait for the
+    GIL after it in a writer thread, instead of one each; the statements run in the order
+    they were started. SQLite: one statement, the reads its scalar subqueries (each read's
+    rows one JSON array, `fetch_all`): sqlite3 releases the GIL around each call into
+    SQLite, and a writer thread waits for it again after each, so the statements of a
+    writer's batch, not the rows they touch, were most of its time (docs/benchmarks.md,
+    2026-12-05)."""
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            yield
+        return
+    if getattr(_together, "reads", None) is not None:  # within another block: read with it
         yield
         return
-    connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.pipeline():
+    _together.reads = reads = []
+    try:
         yield
+    finally:
+        _together.reads = None
+    if len(reads) == 1:
+        pending, sql, params, width = reads[0]
+        with connection.cursor() as cursor:
+            pending.rows += fetch_all(cursor, sql, params, width)
+    elif reads:
+        columns = ", ".join(f"({_as_json(sql, width)})" for _, sql, _, width in reads)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {columns}", [value for _, _, params, _ in reads for value in params]
+            )
+            row = cursor.fetchone()
+        for (pending, *_), rows in zip(reads, row, strict=True):
+            pending.rows += _json_rows(rows)
 
 
 def senders_standing(pairs: set[tuple[int, int]]) -> Pending:
@@ -199,32 +240,39 @@ def reply_targets(targets: set[tuple[int, int]]) -> Pending:
 
 def lock_chats(chat_ids) -> Pending:
     """Lock the chats' rows in id order, where the database can (PostgreSQL), so that two
-    processes writing into the same chats cannot deadlock; SQLite locks the whole database
-    for the write transaction anyway. Inside a transaction, before reading who may write
-    (started first in `together`: PostgreSQL runs a pipeline's statements in order). A
-    `Pending` read whose result is None."""
-    pending = Pending(lambda rows: None)
-    if chat_ids and connection.features.has_select_for_update:
+    processes writing into the same chats cannot deadlock; SQLite's storing transaction holds
+    the database's write lock from its BEGIN (IMMEDIATE). Inside a transaction, before reading
+    who may write (started first in `together`: PostgreSQL runs a pipeline's statements in
+    order). A `Pending` read of each existing chat's (last seq, last rev) as locked."""
+    pending = Pending(lambda rows: {chat_id: (seq, rev) for chat_id, seq, rev in rows})
+    if chat_ids:
         ids = sorted(chat_ids)
+        lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
         pending.execute(
-            f"SELECT id FROM {CHAT} WHERE id IN ({placeholders(ids)}) ORDER BY id FOR UPDATE",
+            f"SELECT id, last_seq, last_rev FROM {CHAT} WHERE id IN ({placeholders(ids)}){lock}",
             ids,
-            width=1,
+            width=3,
         )
     return pending
 
 
-def insert_new_messages(rows: list[tuple], now) -> list[tuple[int, int, int]]:
+def insert_new_messages(
+    rows: list[tuple], now, locked: dict[int, tuple[int, int]]
+) -> list[tuple[int, int, int]]:
     """Store new messages: (chat id, sender id, text, client id, reply-to id) rows created at
     `now`, grouped by chat in the order of their seqs (a chat's rows in a row, as they are to be
     numbered). Each chat's `last_seq` and `last_rev` grow by its number of rows (a new message
     is a change of the chat's log too) and the rows take the numbers in between; the (seq, rev,
-    id) of each row, in the order of `rows`. Inside the storing transaction, after `lock_chats`.
+    id) of each row, in the order of `rows`. Inside the storing transaction, after `lock_chats`,
+    whose result is `locked`. An `IntegrityError` if a chat is no longer there.
 
     PostgreSQL does it in one statement (the chats' update a data-modifying `WITH` the insert
     reads): one round trip fewer while the chats' locks are held, for which the other
     process's writer waits when both write into the same chats (docs/benchmarks.md,
-    2026-12-05). An `IntegrityError` if a chat is no longer there."""
+    2026-12-05). SQLite numbers the rows from `locked` (read under the write lock its
+    transaction took at BEGIN) and moves the chats' counters by as much, without reading
+    them back; were they moved meanwhile, the unique (chat, seq) would refuse the rows rather
+    than number two messages alike."""
     if not rows:
         return []
     counts: dict[int, int] = {}
@@ -235,16 +283,11 @@ def insert_new_messages(rows: list[tuple], now) -> list[tuple[int, int, int]]:
     if connection.vendor == "postgresql":
         stored = _insert_numbered(rows, offsets, now)
     else:
-        last = allocate_seqs(counts, now)
-        if len(last) != len(counts):
+        if not counts.keys() <= locked.keys():
             raise IntegrityError("A chat of these messages is no longer there.")
+        _advance_chats(counts, now)
         numbered = [
-            (
-                chat_id,
-                last[chat_id][0] - counts[chat_id] + 1 + offset,
-                last[chat_id][1] - counts[chat_id] + 1 + offset,
-                *rest,
-            )
+            (chat_id, locked[chat_id][0] + 1 + offset, locked[chat_id][1] + 1 + offset, *rest)
             for (chat_id, *rest), offset in zip(rows, offsets, strict=True)
         ]
         stored = [
@@ -296,23 +339,18 @@ def _insert_numbered(rows: list[tuple], offsets: list[int], now) -> list[tuple[i
     return stored
 
 
-def allocate_seqs(counts: dict[int, int], now) -> dict[int, tuple[int, int]]:
-    """Add `counts[chat]` to each chat's `last_seq` and `last_rev`; the new (last seq, last
-    rev). SQLite's half of `insert_new_messages`."""
+def _advance_chats(counts: dict[int, int], now) -> None:
+    """SQLite: add `counts[chat]` to each chat's `last_seq` and `last_rev`."""
     chat_ids = sorted(counts)
     cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
     params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
     with connection.cursor() as cursor:
-        rows = _updated(
-            cursor,
+        cursor.execute(
             f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END,"
             f" last_rev = last_rev + CASE id {cases} END, last_message_at = %s"
             f" WHERE id IN ({placeholders(chat_ids)})",
             [*params, *params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
-            ("id", "last_seq", "last_rev"),
-            chat_ids,
         )
-        return {chat_id: (last_seq, last_rev) for chat_id, last_seq, last_rev in rows}
 
 
 def _updated(cursor, update: str, params: list, columns: tuple[str, ...], chat_ids) -> list:
