@@ -61,26 +61,49 @@ def _json_rows(rows: str) -> list[tuple]:
 OR_KEYS = 300
 
 
-def _matching(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, list]]:
-    """WHERE clauses that together match the rows whose `columns` equal one of `keys`, each with
-    its parameters: the caller runs one query per clause.
+class Keyed(NamedTuple):
+    """The rows of a table whose columns equal one of some keys: `source` for after FROM and
+    `where` (possibly empty) for after the JOINs, with their parameters in that order."""
 
-    PostgreSQL: one clause, each column `IN` its values (the cross product of the lists, a
-    superset the caller's lookups by key ignore), which its planner turns into index scans and,
-    on the chat column, into the chat's partitions. SQLite probes the index once per combination
-    of those lists (30 keys: 27,000 probes, about 1 ms; 300 keys: 27 million), so there one OR'ed
-    equality per key, which it runs as one index lookup each (about 70 µs for 30 keys), in
-    clauses of at most OR_KEYS keys (SQLite's expression depth is limited to 1,000): a writer
-    that fell behind and stores a large batch must not pay more per message, or it falls
-    further behind."""
+    source: str
+    where: str
+    params: list
+
+
+def _keyed(table: str, columns: tuple[str, ...], keys: set[tuple]) -> Keyed:
+    """The rows of `table` (with its alias: `"messaging_membership" m`) whose `columns` (named
+    by that alias) equal one of `keys`.
+
+    PostgreSQL: each column `IN` its values (the cross product of the lists, a superset the
+    caller's lookups by key ignore), which its planner turns into index scans and, on the chat
+    column, into the chat's partitions. SQLite would probe the index once per combination of
+    those lists (30 keys: 27,000 probes, about 1 ms; 300 keys: 27 million); there the keys go
+    as one JSON array (`json_each`), each key one lookup in the table's index, and the
+    statement's text is the same whatever the number of keys, so sqlite3 prepares it once
+    and reuses it. One OR'ed equality per key, as this was, made a new text for nearly every
+    batch, and preparing it cost more than running it (150 keys: 2.1 ms to prepare and run
+    the membership read, 0.3 ms through `json_each`; docs/benchmarks.md, 2026-12-05)."""
     if connection.vendor == "postgresql":
         lists = [sorted({key[i] for key in keys}) for i in range(len(columns))]
         clause = " AND ".join(
             f"{column} IN ({placeholders(values)})"
             for column, values in zip(columns, lists, strict=True)
         )
-        return [(clause, [value for values in lists for value in values])]
-    return _each_key(columns, keys)
+        return Keyed(table, f" WHERE {clause}", [value for values in lists for value in values])
+    on = " AND ".join(
+        f"{column} = json_extract(k.value, '$[{index}]')" for index, column in enumerate(columns)
+    )
+    # CROSS JOIN: SQLite keeps this order, the keys outside, a lookup in the table per key.
+    source = f"json_each(%s) AS k CROSS JOIN {table} ON {on}"
+    return Keyed(source, "", [orjson.dumps(sorted(keys)).decode()])
+
+
+def _ids(column: str, ids) -> tuple[str, list]:
+    """`column IN (…)` with its parameters: on SQLite one JSON array, so that the statement's
+    text is the same whatever the number of ids (see `_keyed`)."""
+    if connection.vendor == "sqlite":
+        return f"{column} IN (SELECT value FROM json_each(%s))", [orjson.dumps(list(ids)).decode()]
+    return f"{column} IN ({placeholders(ids)})", list(ids)
 
 
 def _each_key(columns: tuple[str, ...], keys: set[tuple]) -> list[tuple[str, list]]:
@@ -187,15 +210,14 @@ def senders_standing(pairs: set[tuple[int, int]]) -> Pending:
     if pairs:
         lock = " FOR SHARE OF m, u" if connection.vendor == "postgresql" else ""
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        for where, params in _matching(("m.chat_id", "m.user_id"), pairs):
-            pending.execute(
-                f"SELECT m.chat_id, m.user_id,"
-                f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
-                f" FROM {MEMBERSHIP} m JOIN {USER} u ON u.id = m.user_id"
-                f" WHERE {where}{lock}",
-                [now, *params],
-                width=4,
-            )
+        members = _keyed(f"{MEMBERSHIP} m", ("m.chat_id", "m.user_id"), pairs)
+        pending.execute(
+            f"SELECT m.chat_id, m.user_id,"
+            f" (m.muted AND (m.muted_until IS NULL OR m.muted_until > %s)), u.is_active"
+            f" FROM {members.source} JOIN {USER} u ON u.id = m.user_id{members.where}{lock}",
+            [now, *members.params],
+            width=4,
+        )
     return pending
 
 
@@ -214,8 +236,10 @@ def stored_client_ids(keys: set[tuple[int, int, str]]) -> Pending:
 
     pending = Pending(finish)
     if keys:
-        for where, params in _matching(("chat_id", "sender_id", "client_message_id"), keys):
-            pending.execute(f"SELECT chat_id, id FROM {MESSAGE} WHERE {where}", params, width=2)
+        stored = _keyed(f"{MESSAGE} s", ("s.chat_id", "s.sender_id", "s.client_message_id"), keys)
+        pending.execute(
+            f"SELECT s.chat_id, s.id FROM {stored.source}{stored.where}", stored.params, width=2
+        )
     return pending
 
 
@@ -246,12 +270,10 @@ def lock_chats(chat_ids) -> Pending:
     order). A `Pending` read of each existing chat's (last seq, last rev) as locked."""
     pending = Pending(lambda rows: {chat_id: (seq, rev) for chat_id, seq, rev in rows})
     if chat_ids:
-        ids = sorted(chat_ids)
         lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
+        where, params = _ids("id", sorted(chat_ids))
         pending.execute(
-            f"SELECT id, last_seq, last_rev FROM {CHAT} WHERE id IN ({placeholders(ids)}){lock}",
-            ids,
-            width=3,
+            f"SELECT id, last_seq, last_rev FROM {CHAT} WHERE {where}{lock}", params, width=3
         )
     return pending
 
@@ -340,16 +362,18 @@ def _insert_numbered(rows: list[tuple], offsets: list[int], now) -> list[tuple[i
 
 
 def _advance_chats(counts: dict[int, int], now) -> None:
-    """SQLite: add `counts[chat]` to each chat's `last_seq` and `last_rev`."""
-    chat_ids = sorted(counts)
-    cases = " ".join(["WHEN %s THEN %s"] * len(chat_ids))
-    params = [value for chat_id in chat_ids for value in (chat_id, counts[chat_id])]
+    """SQLite: add `counts[chat]` to each chat's `last_seq` and `last_rev`, in a statement
+    whose text is the same whatever the number of chats (see `_keyed`)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {CHAT} SET last_seq = last_seq + CASE id {cases} END,"
-            f" last_rev = last_rev + CASE id {cases} END, last_message_at = %s"
-            f" WHERE id IN ({placeholders(chat_ids)})",
-            [*params, *params, connection.ops.adapt_datetimefield_value(now), *chat_ids],
+            f"UPDATE {CHAT} SET last_seq = last_seq + k.n, last_rev = last_rev + k.n,"
+            " last_message_at = %s FROM (SELECT json_extract(value, '$[0]') AS id,"
+            " json_extract(value, '$[1]') AS n FROM json_each(%s)) AS k"
+            f" WHERE {CHAT}.id = k.id",
+            [
+                connection.ops.adapt_datetimefield_value(now),
+                orjson.dumps(sorted(counts.items())).decode(),
+            ],
         )
 
 
