@@ -385,11 +385,9 @@ def _updated(cursor, update: str, params: list, columns: tuple[str, ...], chat_i
         cursor.execute(f"{update} RETURNING {', '.join(columns)}", params)
         return cursor.fetchall()
     cursor.execute(update, params)
+    where, ids = _ids("id", chat_ids)
     return fetch_all(
-        cursor,
-        f"SELECT {', '.join(columns)} FROM {CHAT} WHERE id IN ({placeholders(chat_ids)})",
-        list(chat_ids),
-        len(columns),
+        cursor, f"SELECT {', '.join(columns)} FROM {CHAT} WHERE {where}", ids, len(columns)
     )
 
 
@@ -399,13 +397,9 @@ def lock_chats_for_changes(chat_ids: set[int]) -> Pending:
     `together`)."""
     pending = Pending(dict)
     if chat_ids:
-        ordered = sorted(chat_ids)
         lock = " ORDER BY id FOR UPDATE" if connection.features.has_select_for_update else ""
-        pending.execute(
-            f"SELECT id, last_rev FROM {CHAT} WHERE id IN ({placeholders(ordered)}){lock}",
-            ordered,
-            width=2,
-        )
+        where, params = _ids("id", sorted(chat_ids))
+        pending.execute(f"SELECT id, last_rev FROM {CHAT} WHERE {where}{lock}", params, width=2)
     return pending
 
 
