@@ -284,81 +284,63 @@ def insert_new_messages(
     """Store new messages: (chat id, sender id, text, client id, reply-to id) rows created at
     `now`, grouped by chat in the order of their seqs (a chat's rows in a row, as they are to be
     numbered). Each chat's `last_seq` and `last_rev` grow by its number of rows (a new message
-    is a change of the chat's log too) and the rows take the numbers in between; the (seq, rev,
-    id) of each row, in the order of `rows`. Inside the storing transaction, after `lock_chats`,
-    whose result is `locked`. An `IntegrityError` if a chat is no longer there.
+    is a change of the chat's log too) and the rows take the numbers in between, counted from
+    `locked`, what `lock_chats` read under the lock this transaction holds; the (seq, rev, id)
+    of each row, in the order of `rows`. The counters move by as much as the rows take rather
+    than to values read earlier: were they moved meanwhile, the unique (chat, seq) would refuse
+    the rows rather than number two messages alike. An `IntegrityError` if a chat is no longer
+    there.
 
-    PostgreSQL does it in one statement (the chats' update a data-modifying `WITH` the insert
-    reads): one round trip fewer while the chats' locks are held, for which the other
-    process's writer waits when both write into the same chats (docs/benchmarks.md,
-    2026-12-05). SQLite numbers the rows from `locked` (read under the write lock its
-    transaction took at BEGIN) and moves the chats' counters by as much, without reading
-    them back; were they moved meanwhile, the unique (chat, seq) would refuse the rows rather
-    than number two messages alike."""
+    PostgreSQL moves the counters and inserts in one statement (the chats' update a
+    data-modifying `WITH`): one round trip fewer while the chats' locks are held, for which
+    the other process's writer waits when both write into the same chats (docs/benchmarks.md,
+    2026-12-05)."""
     if not rows:
         return []
     counts: dict[int, int] = {}
-    offsets = []
-    for row in rows:
-        offsets.append(counts.get(row[0], 0))
-        counts[row[0]] = offsets[-1] + 1
-    if connection.vendor == "postgresql":
-        stored = _insert_numbered(rows, offsets, now)
-    else:
-        if not counts.keys() <= locked.keys():
+    numbered = []
+    for chat_id, *rest in rows:
+        if chat_id not in locked:
             raise IntegrityError("A chat of these messages is no longer there.")
+        offset = counts.get(chat_id, 0)
+        counts[chat_id] = offset + 1
+        last_seq, last_rev = locked[chat_id]
+        numbered.append((chat_id, last_seq + 1 + offset, last_rev + 1 + offset, *rest))
+    if connection.vendor == "postgresql":
+        ids = _insert_postgresql(numbered, counts, now)
+    else:
         _advance_chats(counts, now)
-        numbered = [
-            (chat_id, locked[chat_id][0] + 1 + offset, locked[chat_id][1] + 1 + offset, *rest)
-            for (chat_id, *rest), offset in zip(rows, offsets, strict=True)
-        ]
-        stored = [
-            (row[1], row[2], message_id)
-            for row, message_id in zip(numbered, _insert_sqlite(numbered, now), strict=True)
-        ]
-    if len(stored) != len(rows):
-        raise IntegrityError("A chat of these messages is no longer there.")
-    return stored
+        ids = _insert_sqlite(numbered, now)
+    return [(row[1], row[2], message_id) for row, message_id in zip(numbered, ids, strict=True)]
 
 
-def _insert_numbered(rows: list[tuple], offsets: list[int], now) -> list[tuple[int, int, int]]:
-    """PostgreSQL: number and insert `rows` in one statement (`insert_new_messages`).
+def _insert_postgresql(rows: list[tuple], counts: dict[int, int], now) -> list[int]:
+    """PostgreSQL: move the chats' counters by `counts` and insert (chat id, seq, rev, sender
+    id, text, client id, reply-to id) rows, in one statement; their ids, in the order of `rows`
+    (matched by (chat, seq), which is unique).
 
     One array per column (`unnest`): the statement's text is the same whatever the batch
     size, so psycopg converts it once instead of splitting a query of thousands of
     placeholders for every batch (most of the writer thread's Python on PostgreSQL + Redis).
-    `place` is a row's place among its chat's rows of the batch."""
-    arrays = [list(column) for column in zip(*rows, strict=True)]
+    The `WITH`'s update runs whether or not the insert reads it."""
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    chat_ids = sorted(counts)
     sql = (
-        "WITH r AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[],"
-        " %s::text[], %s::bigint[]) AS r(chat_id, place, sender_id, text, client_message_id,"
-        " reply_to_id)),"
-        " c AS (SELECT chat_id, count(*) AS n FROM r GROUP BY chat_id),"
-        f" u AS (UPDATE {CHAT} SET last_seq = last_seq + c.n, last_rev = last_rev + c.n,"
-        " last_message_at = %s FROM c WHERE id = c.chat_id"
-        f" RETURNING id, {CHAT}.last_seq - c.n AS seq, {CHAT}.last_rev - c.n AS rev)"
+        f"WITH moved AS (UPDATE {CHAT} SET last_seq = last_seq + k.n, last_rev = last_rev + k.n,"
+        " last_message_at = %s FROM unnest(%s::bigint[], %s::bigint[]) AS k(id, n)"
+        f" WHERE {CHAT}.id = k.id)"
         f" INSERT INTO {MESSAGE} (chat_id, seq, rev, sender_id, text, client_message_id,"
         " reply_to_id, created_at, deleted_by_author)"
-        " SELECT r.chat_id, u.seq + r.place + 1, u.rev + r.place + 1, r.sender_id, r.text,"
-        " r.client_message_id, r.reply_to_id, %s::timestamptz, false FROM r JOIN u ON u.id = r.chat_id"
-        " RETURNING chat_id, seq, rev, id"
+        " SELECT *, %s::timestamptz, false FROM unnest(%s::bigint[], %s::bigint[],"
+        " %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::bigint[])"
+        " RETURNING chat_id, seq, id"
     )
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    params = [arrays[0], offsets, *arrays[1:], stamp, stamp]
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    params = [stamp, chat_ids, [counts[c] for c in chat_ids], stamp, *arrays]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        found = sorted(cursor.fetchall())
-    # A chat's rows come in the order of their places, which `sorted` by (chat, seq) keeps;
-    # `rows` are grouped by chat, in any order of chats.
-    by_chat: dict[int, list] = {}
-    for chat_id, seq, rev, message_id in found:
-        by_chat.setdefault(chat_id, []).append((seq, rev, message_id))
-    stored = []
-    for chat_id, offset in zip(arrays[0], offsets, strict=True):
-        numbers = by_chat.get(chat_id, ())
-        if offset < len(numbers):
-            stored.append(numbers[offset])
-    return stored
+        ids = {(chat_id, seq): message_id for chat_id, seq, message_id in cursor.fetchall()}
+    return [ids[row[0], row[1]] for row in rows]
 
 
 def _advance_chats(counts: dict[int, int], now) -> None:
